@@ -1,0 +1,22 @@
+//! Storage behind small traits, with an embedded default that needs no external service.
+//!
+//! - [`OfflineStore`]: per-user queues of messages waiting for delivery (append in order,
+//!   drain in order, remove after ack, retention by expiry).
+//! - [`EmbeddedStore`]: the default backend, on `redb` (chosen by the engine benchmark in
+//!   `benches/`, see `benches/ENGINES.md`).
+//! - [`StoreHandle`]: how shards use a store. Store calls block on disk, so they run on one
+//!   storage thread; shards enqueue operations and await replies. The thread drains its
+//!   queue into one transaction per turn (group commit), which is how writes from every
+//!   shard's event-loop turn are batched into one disk sync.
+//! - [`contract`]: the test suite every backend must pass.
+
+pub mod contract;
+mod embedded;
+mod error;
+mod offline;
+mod worker;
+
+pub use embedded::EmbeddedStore;
+pub use error::StoreError;
+pub use offline::{now_ms, OfflineMessage, OfflineStore, StoredMessage, Write};
+pub use worker::{StoreHandle, StoreWorker};

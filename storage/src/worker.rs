@@ -1,0 +1,240 @@
+//! The storage thread and the handle shards use to reach it.
+//!
+//! Runs on its own OS thread (named `im-storage`). Shards enqueue operations on a bounded
+//! channel and await replies on oneshot channels, which wake the shard's task across
+//! threads. Each turn the thread takes everything queued (up to a bound), applies all
+//! appends and removals in one transaction (group commit: one disk sync for the whole turn
+//! of every shard), answers them, then serves reads, which therefore see every write queued
+//! before them. Operations from one shard are applied in the order it queued them.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
+use futures_channel::oneshot;
+
+use crate::error::StoreError;
+use crate::offline::{now_ms, OfflineMessage, OfflineStore, StoredMessage, Write};
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+enum Op {
+    Append {
+        msgs: Vec<OfflineMessage>,
+        reply: Option<Reply<Vec<u64>>>,
+    },
+    Remove {
+        uid: u32,
+        seqs: Vec<u64>,
+    },
+    Fetch {
+        uid: u32,
+        after: u64,
+        limit: usize,
+        reply: Reply<Vec<StoredMessage>>,
+    },
+    Count {
+        uid: u32,
+        reply: Reply<usize>,
+    },
+    Flush {
+        reply: Reply<()>,
+    },
+}
+
+/// Most operations applied in one turn.
+const MAX_BATCH: usize = 4096;
+/// Capacity of the operation queue. A full queue blocks the enqueuing shard: that is the
+/// back-pressure from a disk that cannot keep up.
+const QUEUE: usize = 65_536;
+
+/// A cloneable, thread-safe handle to the storage thread.
+#[derive(Clone)]
+pub struct StoreHandle {
+    tx: Sender<Op>,
+}
+
+/// The running storage thread; join it after every handle is dropped.
+pub struct StoreWorker {
+    thread: JoinHandle<()>,
+}
+
+impl StoreWorker {
+    /// Waits until every queued operation is applied and the thread has exited.
+    pub fn join(self) {
+        if self.thread.join().is_err() {
+            tracing::error!("storage thread panicked");
+        }
+    }
+}
+
+impl StoreHandle {
+    /// Starts the storage thread for `store`. Expired messages are purged every
+    /// `purge_every`.
+    pub fn spawn(
+        store: Arc<dyn OfflineStore>,
+        purge_every: Duration,
+    ) -> std::io::Result<(StoreHandle, StoreWorker)> {
+        let (tx, rx) = bounded(QUEUE);
+        let thread = std::thread::Builder::new()
+            .name("im-storage".into())
+            .spawn(move || run(store, rx, purge_every))?;
+        Ok((StoreHandle { tx }, StoreWorker { thread }))
+    }
+
+    fn send(&self, op: Op) {
+        // The receiver lives as long as any handle; a send fails only if the thread died,
+        // in which case every reply channel is dropped and callers see `Closed`.
+        if self.tx.send(op).is_err() {
+            tracing::error!("storage thread is gone; operation dropped");
+        }
+    }
+
+    /// Appends messages. Enqueued when called (not when first polled), so operations keep
+    /// the caller's order; the future resolves once they are durable.
+    pub fn append(
+        &self,
+        msgs: Vec<OfflineMessage>,
+    ) -> impl Future<Output = Result<Vec<u64>, StoreError>> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Op::Append {
+            msgs,
+            reply: Some(reply),
+        });
+        async move { rx.await.unwrap_or(Err(StoreError::Closed)) }
+    }
+
+    /// Appends messages without waiting; a failure is logged by the storage thread.
+    pub fn append_detached(&self, msgs: Vec<OfflineMessage>) {
+        if !msgs.is_empty() {
+            self.send(Op::Append { msgs, reply: None });
+        }
+    }
+
+    /// Removes delivered messages without waiting.
+    pub fn remove(&self, uid: u32, seqs: Vec<u64>) {
+        if !seqs.is_empty() {
+            self.send(Op::Remove { uid, seqs });
+        }
+    }
+
+    /// Up to `limit` unexpired messages of `uid` after `after`, in order.
+    pub fn fetch(
+        &self,
+        uid: u32,
+        after: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<StoredMessage>, StoreError>> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Op::Fetch {
+            uid,
+            after,
+            limit,
+            reply,
+        });
+        async move { rx.await.unwrap_or(Err(StoreError::Closed)) }
+    }
+
+    /// Number of messages stored for `uid`.
+    pub fn count(&self, uid: u32) -> impl Future<Output = Result<usize, StoreError>> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Op::Count { uid, reply });
+        async move { rx.await.unwrap_or(Err(StoreError::Closed)) }
+    }
+
+    /// Resolves once every operation queued before it is applied.
+    pub fn flush(&self) -> impl Future<Output = Result<(), StoreError>> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Op::Flush { reply });
+        async move { rx.await.unwrap_or(Err(StoreError::Closed)) }
+    }
+}
+
+fn run(store: Arc<dyn OfflineStore>, rx: Receiver<Op>, purge_every: Duration) {
+    let mut last_purge = Instant::now();
+    let mut ops = Vec::with_capacity(MAX_BATCH);
+    loop {
+        match rx.recv_timeout(purge_every) {
+            Ok(op) => ops.push(op),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        while ops.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(op) => ops.push(op),
+                Err(_) => break,
+            }
+        }
+        apply(store.as_ref(), &mut ops);
+        if last_purge.elapsed() >= purge_every {
+            last_purge = Instant::now();
+            match store.purge_expired(now_ms()) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(purged = n, "expired offline messages removed"),
+                Err(e) => tracing::error!(error = %e, "purging expired offline messages failed"),
+            }
+        }
+    }
+}
+
+fn apply(store: &dyn OfflineStore, ops: &mut Vec<Op>) {
+    let writes: Vec<Write<'_>> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Append { msgs, .. } => Some(Write::Append(msgs)),
+            Op::Remove { uid, seqs } => Some(Write::Remove { uid: *uid, seqs }),
+            _ => None,
+        })
+        .collect();
+    let result = if writes.is_empty() {
+        Ok(Vec::new())
+    } else {
+        store.write_batch(&writes)
+    };
+    drop(writes);
+    if let Err(e) = &result {
+        tracing::error!(error = %e, "offline store write failed");
+    }
+    let mut seqs = result.as_ref().map(|r| r.iter()).ok();
+    let now = now_ms();
+    for op in ops.drain(..) {
+        match op {
+            Op::Append { msgs, reply } => {
+                let r = match seqs.as_mut() {
+                    Some(it) => Ok(it.next().cloned().unwrap_or_default()),
+                    None => Err(result.as_ref().err().cloned().unwrap_or(StoreError::Closed)),
+                };
+                match reply {
+                    Some(reply) => {
+                        let _ = reply.send(r);
+                    }
+                    None if r.is_err() => {
+                        tracing::error!(lost = msgs.len(), "offline messages could not be stored")
+                    }
+                    None => {}
+                }
+            }
+            Op::Remove { .. } => {
+                if let Some(it) = seqs.as_mut() {
+                    it.next();
+                }
+            }
+            Op::Fetch {
+                uid,
+                after,
+                limit,
+                reply,
+            } => {
+                let _ = reply.send(store.fetch(uid, after, limit, now));
+            }
+            Op::Count { uid, reply } => {
+                let _ = reply.send(store.count(uid));
+            }
+            Op::Flush { reply } => {
+                let _ = reply.send(result.as_ref().map(|_| ()).map_err(Clone::clone));
+            }
+        }
+    }
+}
