@@ -1,1 +1,192 @@
+//! The thread-per-core IM core.
+//!
+//! [`Server::start`] spawns one thread per shard, each pinned to a core and running its own
+//! monoio runtime (io_uring, or epoll where io_uring is unavailable or not wanted). Every
+//! shard binds the TCP and WebSocket ports with SO_REUSEPORT; the kernel spreads accepted
+//! connections over the shards. After CONNECT is authenticated the connection moves to
+//! `owner_of(uid)`, so all of a user's sessions, unacked pushes and timers live on one shard.
+//! Shards talk only through bounded lock-free mailboxes ([`mailbox`]).
+//!
+//! Layers, bottom up: [`transport`] (bytes ↔ packets per transport), [`conn`] (the read and
+//! write tasks of a connection), [`session`] (what the server owes one client),
+//! [`delivery`] (what each command does), [`shard`] (users, routing, lifecycle).
 
+pub mod auth;
+pub mod config;
+mod conn;
+mod dedupe;
+mod delivery;
+mod envelope;
+mod handoff;
+mod listener;
+pub mod mailbox;
+mod offline;
+mod session;
+mod shard;
+mod transport;
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use im_storage::StoreHandle;
+
+pub use crate::auth::TokenAuth;
+pub use crate::config::{CoreConfig, Driver};
+pub use crate::delivery::code as pub_err_code;
+pub use crate::envelope::json_payload;
+pub use crate::mailbox::{owner_of, Mesh};
+use crate::shard::Shared;
+
+/// Mail slots per (source, destination) shard pair.
+const MAILBOX_CAPACITY: usize = 4096;
+
+/// Errors starting the core.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("io_uring was requested but is not available on this kernel")]
+    UringUnavailable,
+    #[error("cannot start shard thread: {0}")]
+    Thread(#[source] std::io::Error),
+    #[error("{0}")]
+    Shard(String),
+}
+
+/// The I/O driver the shards actually run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActiveDriver {
+    IoUring,
+    Epoll,
+}
+
+impl ActiveDriver {
+    pub fn name(self) -> &'static str {
+        match self {
+            ActiveDriver::IoUring => "io_uring",
+            ActiveDriver::Epoll => "epoll",
+        }
+    }
+}
+
+/// Resolves the configured driver against what the kernel allows.
+pub fn resolve_driver(want: Driver) -> Result<ActiveDriver, StartError> {
+    let uring = monoio::utils::detect_uring();
+    match (want, uring) {
+        (Driver::Epoll, _) | (Driver::Auto, false) => Ok(ActiveDriver::Epoll),
+        (Driver::IoUring, false) => Err(StartError::UringUnavailable),
+        (_, true) => Ok(ActiveDriver::IoUring),
+    }
+}
+
+/// The running core.
+pub struct Server {
+    mesh: Arc<Mesh>,
+    threads: Vec<JoinHandle<()>>,
+    pub driver: ActiveDriver,
+    pub shards: usize,
+}
+
+impl Server {
+    /// Starts every shard and returns once all listeners are bound.
+    pub fn start(cfg: CoreConfig, store: StoreHandle) -> Result<Server, StartError> {
+        cfg.validate().map_err(StartError::Config)?;
+        let driver = resolve_driver(cfg.runtime.driver)?;
+        if cfg.runtime.driver == Driver::Auto && driver == ActiveDriver::Epoll {
+            tracing::warn!("io_uring is not available here; falling back to epoll");
+        }
+        let shards = cfg.shard_count();
+        let mesh = Arc::new(Mesh::new(shards, MAILBOX_CAPACITY));
+        let shared = Arc::new(Shared {
+            auth: Arc::new(TokenAuth::new(&cfg.auth.secret)),
+            cfg: Arc::new(cfg),
+            mesh: mesh.clone(),
+            store,
+        });
+        let cores = core_affinity::get_core_ids().unwrap_or_default();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let mut threads = Vec::with_capacity(shards);
+        for id in 0..shards {
+            let shared = shared.clone();
+            let ready = ready_tx.clone();
+            let core = shared
+                .cfg
+                .runtime
+                .pin_cores
+                .then(|| cores.get(id % cores.len().max(1)).copied())
+                .flatten();
+            let t = std::thread::Builder::new()
+                .name(format!("im-shard-{id}"))
+                .spawn(move || {
+                    if let Some(c) = core {
+                        core_affinity::set_for_current(c);
+                    }
+                    run_runtime(id, driver, shared, ready);
+                })
+                .map_err(StartError::Thread)?;
+            threads.push(t);
+        }
+        drop(ready_tx);
+        let server = Server {
+            mesh,
+            threads,
+            driver,
+            shards,
+        };
+        for _ in 0..shards {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    server.shutdown();
+                    return Err(StartError::Shard(e));
+                }
+                Err(_) => {
+                    server.shutdown();
+                    return Err(StartError::Shard("a shard thread died at start".into()));
+                }
+            }
+        }
+        Ok(server)
+    }
+
+    /// The mailboxes (for metrics and tests).
+    pub fn mesh(&self) -> &Arc<Mesh> {
+        &self.mesh
+    }
+
+    /// Stops accepting, closes every session (keeping undelivered messages in storage),
+    /// stores what is in flight between shards, and waits for every shard to finish.
+    pub fn shutdown(self) {
+        self.mesh.request_shutdown();
+        for t in self.threads {
+            if t.join().is_err() {
+                tracing::error!("a shard thread panicked");
+            }
+        }
+    }
+}
+
+fn run_runtime(
+    id: usize,
+    driver: ActiveDriver,
+    shared: Arc<Shared>,
+    ready: std::sync::mpsc::Sender<Result<(), String>>,
+) {
+    let entries = shared.cfg.runtime.uring_entries;
+    let fut = shard::run(id, shared, ready.clone());
+    let built = match driver {
+        ActiveDriver::IoUring => monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .with_entries(entries)
+            .enable_timer()
+            .build()
+            .map(|mut rt| rt.block_on(fut)),
+        ActiveDriver::Epoll => monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .map(|mut rt| rt.block_on(fut)),
+    };
+    if let Err(e) = built {
+        let _ = ready.send(Err(format!("shard {id}: cannot build runtime: {e}")));
+    }
+}

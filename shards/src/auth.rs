@@ -1,0 +1,105 @@
+//! Token authentication (the embedded default): Username is the decimal uid, Password an
+//! HS256 JWT signed with the configured secret, with claims `sub` (the uid as a decimal
+//! string) and `exp`. Runs on whichever shard accepted the connection (pure CPU work).
+
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Why a CONNECT was refused.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AuthError {
+    #[error("username is not a decimal uid")]
+    BadUsername,
+    #[error("token invalid: {0}")]
+    BadToken(String),
+    #[error("token expired")]
+    Expired,
+    #[error("username does not match the token subject")]
+    SubjectMismatch,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: String,
+    exp: u64,
+    iat: u64,
+}
+
+/// Verifies and mints tokens.
+pub struct TokenAuth {
+    enc: EncodingKey,
+    dec: DecodingKey,
+    validation: Validation,
+}
+
+impl TokenAuth {
+    pub fn new(secret: &str) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 0;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        Self {
+            enc: EncodingKey::from_secret(secret.as_bytes()),
+            dec: DecodingKey::from_secret(secret.as_bytes()),
+            validation,
+        }
+    }
+
+    /// A token for `uid` valid for `ttl`.
+    pub fn mint(&self, uid: u32, ttl: Duration) -> Result<String, AuthError> {
+        let now = im_storage::now_ms() / 1000;
+        self.mint_claims(uid, now, now + ttl.as_secs())
+    }
+
+    /// A token with explicit times (tests use it for expired tokens).
+    pub fn mint_claims(&self, uid: u32, iat: u64, exp: u64) -> Result<String, AuthError> {
+        let claims = Claims {
+            sub: uid.to_string(),
+            exp,
+            iat,
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.enc)
+            .map_err(|e| AuthError::BadToken(e.to_string()))
+    }
+
+    /// Checks a CONNECT's credentials; returns the uid.
+    pub fn verify(&self, username: &[u8], password: &[u8]) -> Result<u32, AuthError> {
+        let uid: u32 = std::str::from_utf8(username)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or(AuthError::BadUsername)?;
+        let token = std::str::from_utf8(password).map_err(|_| AuthError::BadToken("not UTF-8".into()))?;
+        let data = jsonwebtoken::decode::<Claims>(token, &self.dec, &self.validation).map_err(|e| {
+            match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
+                _ => AuthError::BadToken(e.to_string()),
+            }
+        })?;
+        if data.claims.sub != uid.to_string() {
+            return Err(AuthError::SubjectMismatch);
+        }
+        Ok(uid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mint_verify_and_refusals() {
+        let a = TokenAuth::new("s3cret");
+        let t = a.mint(42, Duration::from_secs(60)).unwrap();
+        assert_eq!(a.verify(b"42", t.as_bytes()), Ok(42));
+        assert_eq!(a.verify(b"43", t.as_bytes()), Err(AuthError::SubjectMismatch));
+        assert_eq!(a.verify(b"x", t.as_bytes()), Err(AuthError::BadUsername));
+        let other = TokenAuth::new("other").mint(42, Duration::from_secs(60)).unwrap();
+        assert!(matches!(a.verify(b"42", other.as_bytes()), Err(AuthError::BadToken(_))));
+        let old = a.mint_claims(42, 1_000, 2_000).unwrap();
+        assert_eq!(a.verify(b"42", old.as_bytes()), Err(AuthError::Expired));
+        assert!(a.verify(b"42", b"not-a-jwt").is_err());
+    }
+}

@@ -1,0 +1,203 @@
+//! Accept loops and the pre-authentication phase of a connection, on whichever shard the
+//! kernel gave it to (SO_REUSEPORT spreads accepts over the shards).
+//!
+//! Pre-auth: (WebSocket upgrade,) read the first packet within the CONNECT timeout, require
+//! CONNECT, authenticate, then detach the socket from this shard's driver and hand it to the
+//! owner shard of the user. Nothing here touches per-user state.
+
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+use std::rc::Rc;
+use std::time::Duration;
+
+use im_protocol::packet::connack;
+use im_protocol::ws::{self, Handshake};
+use im_protocol::{ClientPacket, ServerPacket};
+use monoio::buf::IoBufMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::net::{ListenerOpts, TcpListener, TcpStream};
+
+use crate::conn::{finish, refuse_and_close};
+use crate::handoff::Handoff;
+use crate::mailbox::{owner_of, Mail};
+use crate::shard::Shard;
+use crate::transport::{Event, Framing, TransportKind};
+
+/// Binds a listener with SO_REUSEPORT (every shard binds the same port).
+pub(crate) fn bind(shard: &Shard, port: u16) -> std::io::Result<TcpListener> {
+    let addr = format!("{}:{}", shard.cfg.net.bind, port);
+    let opts = ListenerOpts::new()
+        .reuse_port(true)
+        .reuse_addr(true)
+        .backlog(shard.cfg.net.backlog);
+    TcpListener::bind_with_config(addr, &opts)
+}
+
+/// Accepts until the shard stops.
+pub(crate) async fn accept_loop(
+    shard: Rc<Shard>,
+    listener: TcpListener,
+    kind: TransportKind,
+    mut stop: local_sync::oneshot::Receiver<()>,
+) {
+    loop {
+        let accepted = monoio::select! {
+            r = listener.accept() => r,
+            _ = &mut stop => break,
+        };
+        match accepted {
+            Ok((stream, _peer)) => {
+                monoio::spawn(pre_auth(shard.clone(), stream, kind));
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, transport = kind.name(), "accept failed");
+                monoio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+/// Largest first packet (CONNECT) accepted before authentication.
+const PRE_AUTH_MAX_FRAME: usize = 8 * 1024;
+
+/// Why the first bytes of a connection are refused.
+enum Refusal {
+    /// Timed out or the peer went away: just close.
+    Silent,
+    /// Answer with these raw bytes (an HTTP error), then close.
+    Http(Vec<u8>),
+    /// Malformed input: INVALID_PACKET, then close.
+    Invalid,
+}
+
+async fn pre_auth(shard: Rc<Shard>, mut stream: TcpStream, kind: TransportKind) {
+    let _ = stream.set_nodelay(true);
+    let cfg = &shard.cfg;
+    let linger = Duration::from_millis(cfg.session.close_linger_ms);
+    let timeout = Duration::from_millis(cfg.session.connect_timeout_ms);
+    let first = monoio::time::timeout(timeout, read_first_packet(&shard, &mut stream, kind)).await;
+    let (packet, leftover, framing) = match first {
+        Ok(Ok(x)) => x,
+        Ok(Err(Refusal::Http(resp))) => {
+            let _ = monoio::time::timeout(linger, stream.write_all(resp)).await;
+            return finish(stream, linger).await;
+        }
+        Ok(Err(Refusal::Invalid)) => {
+            return refuse_and_close(stream, kind, Some(ServerPacket::InvalidPacket), linger).await;
+        }
+        Ok(Err(Refusal::Silent)) | Err(_) => return,
+    };
+    let (username, password, role, flags) = match ClientPacket::decode(&packet) {
+        Ok(ClientPacket::Connect {
+            username,
+            password,
+            role,
+            flags,
+        }) => (username, password, role.unwrap_or(0), flags.unwrap_or(0)),
+        Ok(_) => {
+            tracing::debug!("first packet is not CONNECT");
+            return refuse_and_close(stream, kind, None, linger).await;
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "malformed CONNECT");
+            return refuse_and_close(stream, kind, Some(ServerPacket::InvalidPacket), linger).await;
+        }
+    };
+    let uid = match shard.auth.verify(username, password) {
+        Ok(uid) => uid,
+        Err(e) => {
+            tracing::debug!(error = %e, "authentication failed");
+            let nack = ServerPacket::ConnectAck {
+                code: connack::BAD_CREDENTIALS,
+            };
+            return refuse_and_close(stream, kind, Some(nack), linger).await;
+        }
+    };
+    // Detach the socket from this shard's driver; the owner shard adopts it.
+    let fd = stream.into_raw_fd();
+    // SAFETY: `into_raw_fd` gave us sole ownership of this open socket descriptor.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let handoff = Handoff {
+        fd,
+        framing,
+        leftover,
+        uid,
+        role,
+        flags,
+    };
+    let owner = owner_of(uid, shard.mesh.shards());
+    if owner == shard.id {
+        shard.attach(handoff);
+    } else {
+        shard.mesh.send(shard.id, owner, Mail::Handoff(handoff)).await;
+    }
+}
+
+/// Reads until the first packet is complete. Returns it with any bytes after it.
+async fn read_first_packet(
+    shard: &Shard,
+    stream: &mut TcpStream,
+    kind: TransportKind,
+) -> Result<(Vec<u8>, Vec<u8>, Framing), Refusal> {
+    // CONNECT is small: an unauthenticated peer never makes us buffer a large frame.
+    let max = shard.cfg.net.max_frame.min(PRE_AUTH_MAX_FRAME);
+    let mut buf = Vec::with_capacity(512);
+    if kind == TransportKind::Ws {
+        loop {
+            read_more(stream, &mut buf).await?;
+            match ws::server_handshake(&buf, &shard.cfg.net.ws_path) {
+                Ok(None) => continue,
+                Ok(Some(Handshake::Upgrade { response, consumed })) => {
+                    let (res, _) = stream.write_all(response).await;
+                    res.map_err(|_| Refusal::Silent)?;
+                    buf.drain(..consumed);
+                    break;
+                }
+                Ok(Some(Handshake::Reject { response, .. })) => return Err(Refusal::Http(response)),
+                Err(_) => {
+                    let resp = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+                    return Err(Refusal::Http(resp.to_vec()));
+                }
+            }
+        }
+    }
+    let mut framing = Framing::new(kind);
+    loop {
+        let mut pos = 0;
+        loop {
+            match framing.next(&mut buf[pos..], max) {
+                Ok(None) => break,
+                Ok(Some((used, ev))) => {
+                    let base = pos;
+                    pos += used;
+                    let packet = match ev {
+                        Event::Packet { start, end } => buf[base + start..base + end].to_vec(),
+                        Event::Assembled(p) => p,
+                        // Control frames before CONNECT: answered by nobody, the client
+                        // must send CONNECT first.
+                        Event::Reply(_) | Event::Skip => continue,
+                        Event::Close(_) => return Err(Refusal::Silent),
+                    };
+                    buf.drain(..pos);
+                    return Ok((packet, buf, framing));
+                }
+                Err(_) => return Err(Refusal::Invalid),
+            }
+        }
+        read_more(stream, &mut buf).await?;
+    }
+}
+
+async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(), Refusal> {
+    if buf.capacity() - buf.len() < 256 {
+        buf.reserve(buf.len().max(512));
+    }
+    let len = buf.len();
+    let (res, slice) = stream.read(std::mem::take(buf).slice_mut(len..)).await;
+    *buf = slice.into_inner();
+    match res {
+        Ok(n) if n > 0 => Ok(()),
+        _ => Err(Refusal::Silent),
+    }
+}
+

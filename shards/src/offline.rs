@@ -1,0 +1,42 @@
+//! Pushes a user's stored messages to a new session, in order, right after CONNECT_ACK 0.
+//! Runs as a task on the owner shard. Pages through the store so a large backlog never sits
+//! in memory at once, and waits for the client to ack a page before fetching more.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use crate::session::{Session, Tracked};
+
+pub(crate) async fn drain(s: Rc<Session>) {
+    let page = s.shard.cfg.delivery.offline_page;
+    let mut after = 0u64;
+    loop {
+        let batch = match s.shard.store.fetch(s.uid, after, page).await {
+            Ok(b) => b,
+            Err(e) => {
+                // The messages stay stored; the next login tries again.
+                tracing::error!(uid = s.uid, error = %e, "offline fetch failed");
+                break;
+            }
+        };
+        if s.is_closed() {
+            return;
+        }
+        let full = batch.len() == page;
+        for m in batch {
+            after = m.seq;
+            s.push_now(Tracked::new(s.uid, m.frame, Some(m.seq), 1));
+        }
+        if !full {
+            break;
+        }
+        // Let the client ack before the next page (bounded memory, bounded in-flight).
+        while s.inflight_len() > page / 2 && !s.is_closed() {
+            monoio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if s.is_closed() {
+            return;
+        }
+    }
+    s.finish_drain(after);
+}

@@ -1,0 +1,269 @@
+//! One shard: a monoio runtime on its own (pinned) thread that owns a slice of the users.
+//!
+//! The shard holds the sessions of the users it owns (`owner_of(uid) == id`), the dedupe
+//! window of their publishes, its listeners, and its mailbox task. Nothing here is shared
+//! with other threads except through the [`Mesh`] mailboxes and the [`StoreHandle`].
+//!
+//! Lifecycle: bind listeners → serve → on shutdown: stop accepting, close every session
+//! (unacked pushes go to storage), wait for all shards to get there, then deliver (that is,
+//! store) whatever is still in the mailboxes, flush storage, exit.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use im_protocol::packet::connack;
+use im_protocol::ServerPacket;
+use im_storage::{now_ms, OfflineMessage, StoreHandle};
+use monoio::io::Splitable;
+use monoio::net::TcpStream;
+
+use crate::auth::TokenAuth;
+use crate::config::{CoreConfig, DuplicateLogin};
+use crate::conn::{self, refuse_and_close};
+use crate::dedupe::Dedupe;
+use crate::delivery::Delivery;
+use crate::handoff::Handoff;
+use crate::listener;
+use crate::mailbox::{owner_of, Mail, Mesh};
+use crate::offline;
+use crate::session::{CloseReason, Session, Tracked};
+use crate::transport::TransportKind;
+
+/// What every shard shares (read-only) with the others.
+pub struct Shared {
+    pub cfg: Arc<CoreConfig>,
+    pub mesh: Arc<Mesh>,
+    pub store: StoreHandle,
+    pub auth: Arc<TokenAuth>,
+}
+
+pub(crate) struct Shard {
+    pub id: usize,
+    pub cfg: Arc<CoreConfig>,
+    pub mesh: Arc<Mesh>,
+    pub store: StoreHandle,
+    pub auth: Arc<TokenAuth>,
+    pub dedupe: RefCell<Dedupe>,
+    users: RefCell<HashMap<u32, Vec<Rc<Session>>>>,
+    next_session: Cell<u64>,
+    stopping: Cell<bool>,
+}
+
+impl Shard {
+    fn new(id: usize, shared: &Shared) -> Rc<Self> {
+        Rc::new(Self {
+            id,
+            cfg: shared.cfg.clone(),
+            mesh: shared.mesh.clone(),
+            store: shared.store.clone(),
+            auth: shared.auth.clone(),
+            dedupe: RefCell::new(Dedupe::new(Duration::from_millis(
+                shared.cfg.delivery.dedupe_window_ms,
+            ))),
+            users: RefCell::new(HashMap::new()),
+            next_session: Cell::new(0),
+            stopping: Cell::new(false),
+        })
+    }
+
+    /// Expiry of a message stored now.
+    pub fn expiry_ms(&self) -> u64 {
+        now_ms().saturating_add(self.cfg.delivery.retention_days * 24 * 3600 * 1000)
+    }
+
+    /// Stores a message for later delivery (without waiting for the disk).
+    pub fn persist(&self, uid: u32, frame: Bytes) {
+        self.store.append_detached(vec![OfflineMessage {
+            uid,
+            frame,
+            expires_at_ms: self.expiry_ms(),
+        }]);
+    }
+
+    /// Sends a message to its owner shard (here or through a mailbox).
+    pub async fn route(self: &Rc<Self>, d: Delivery) {
+        let owner = owner_of(d.to, self.mesh.shards());
+        if owner == self.id {
+            self.deliver(d);
+        } else {
+            self.mesh.send(self.id, owner, Mail::Deliver(d)).await;
+        }
+    }
+
+    /// Delivers a message for a user this shard owns: to every session, or to storage.
+    pub fn deliver(&self, d: Delivery) {
+        let sessions = self.users.borrow().get(&d.to).cloned().unwrap_or_default();
+        if sessions.is_empty() {
+            if d.seq.is_none() {
+                self.persist(d.to, d.frame);
+            }
+            return;
+        }
+        let track = Tracked::new(d.to, d.frame, d.seq, sessions.len() as u32);
+        for s in sessions {
+            s.push(track.clone());
+        }
+    }
+
+    pub fn unregister(&self, uid: u32, session: u64) {
+        let mut users = self.users.borrow_mut();
+        if let Some(list) = users.get_mut(&uid) {
+            list.retain(|s| s.id != session);
+            if list.is_empty() {
+                users.remove(&uid);
+            }
+        }
+    }
+
+    /// Adopts an authenticated connection for a user this shard owns.
+    pub fn attach(self: &Rc<Self>, h: Handoff) {
+        let std_stream = std::net::TcpStream::from(h.fd);
+        let linger = Duration::from_millis(self.cfg.session.close_linger_ms);
+        let kind = h.framing.kind;
+        let stream = match std_stream
+            .set_nonblocking(true)
+            .and_then(|_| TcpStream::from_std(std_stream))
+        {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot adopt connection");
+                return;
+            }
+        };
+        if self.stopping.get() {
+            monoio::spawn(refuse_and_close(
+                stream,
+                kind,
+                Some(ServerPacket::ConnectAck {
+                    code: connack::UNAVAILABLE,
+                }),
+                linger,
+            ));
+            return;
+        }
+        let existing = self.users.borrow().get(&h.uid).cloned().unwrap_or_default();
+        match self.cfg.session.duplicate_login {
+            DuplicateLogin::Reject if !existing.is_empty() => {
+                let nack = ServerPacket::ConnectAck {
+                    code: connack::DUPLICATE,
+                };
+                monoio::spawn(refuse_and_close(stream, kind, Some(nack), linger));
+                return;
+            }
+            DuplicateLogin::KickOld => existing.iter().for_each(|s| s.close(CloseReason::Kicked)),
+            DuplicateLogin::Multi => {
+                let excess = (existing.len() + 1).saturating_sub(self.cfg.session.max_devices);
+                existing
+                    .iter()
+                    .take(excess)
+                    .for_each(|s| s.close(CloseReason::Kicked));
+            }
+            DuplicateLogin::Reject => {}
+        }
+        let id = self.next_session.get();
+        self.next_session.set(id + 1);
+        let (tx, rx) = local_sync::mpsc::unbounded::channel();
+        let session = Session::new(
+            id,
+            h.uid,
+            h.role,
+            h.flags & im_protocol::packet::FLAG_EXTENSIONS != 0,
+            kind,
+            stream.as_raw_fd(),
+            self.clone(),
+            tx,
+        );
+        self.users
+            .borrow_mut()
+            .entry(h.uid)
+            .or_default()
+            .push(session.clone());
+        session.send_packet(&ServerPacket::ConnectAck {
+            code: connack::ACCEPTED,
+        });
+        tracing::debug!(uid = h.uid, session = id, transport = kind.name(), "session open");
+        let (rd, wr) = stream.into_split();
+        monoio::spawn(conn::write_loop(session.clone(), wr, rx));
+        monoio::spawn(offline::drain(session.clone()));
+        monoio::spawn(conn::read_loop(session, rd, h.leftover, h.framing));
+    }
+
+    fn handle_mail(self: &Rc<Self>, mail: Mail) {
+        match mail {
+            Mail::Deliver(d) => self.deliver(d),
+            Mail::Handoff(h) => self.attach(h),
+        }
+    }
+
+    /// Serves mail until shutdown is requested.
+    async fn mailbox_loop(self: Rc<Self>) {
+        while !self.mesh.shutdown_requested() {
+            self.mesh.ready(self.id).await;
+            let me = self.clone();
+            self.mesh.drain(self.id, |m| me.handle_mail(m));
+        }
+    }
+
+    fn close_all_sessions(&self) {
+        let all: Vec<Rc<Session>> = self.users.borrow().values().flatten().cloned().collect();
+        for s in all {
+            s.close(CloseReason::Shutdown);
+        }
+    }
+}
+
+/// The body of a shard thread's runtime.
+pub(crate) async fn run(id: usize, shared: Arc<Shared>, ready: std::sync::mpsc::Sender<Result<(), String>>) {
+    let shard = Shard::new(id, &shared);
+    let mut stops = Vec::new();
+    for (port, kind) in [
+        (shard.cfg.net.tcp_port, TransportKind::Tcp),
+        (shard.cfg.net.ws_port, TransportKind::Ws),
+    ] {
+        match listener::bind(&shard, port) {
+            Ok(l) => {
+                let (tx, rx) = local_sync::oneshot::channel();
+                stops.push(tx);
+                monoio::spawn(listener::accept_loop(shard.clone(), l, kind, rx));
+            }
+            Err(e) => {
+                let _ = ready.send(Err(format!(
+                    "shard {id}: cannot bind {} port {port}: {e}",
+                    kind.name()
+                )));
+                return;
+            }
+        }
+    }
+    let _ = ready.send(Ok(()));
+    shard.clone().mailbox_loop().await;
+
+    // Shutdown, phase 1: stop accepting, close sessions (their pushes go to storage).
+    tracing::debug!(shard = id, "shutting down");
+    shard.stopping.set(true);
+    for s in stops {
+        let _ = s.send(());
+    }
+    shard.close_all_sessions();
+    shard.mesh.closed_barrier().await;
+    // Phase 2: no session exists anywhere, so no new routes start; deliver (store) what is
+    // still on its way until no task anywhere holds an accepted message.
+    loop {
+        let me = shard.clone();
+        shard.mesh.drain(id, |m| me.handle_mail(m));
+        if shard.mesh.routes_pending() == 0 && shard.mesh.inbox_empty(id) {
+            break;
+        }
+        monoio::time::sleep(Duration::from_millis(1)).await;
+    }
+    if let Err(e) = shard.store.flush().await {
+        tracing::error!(shard = id, error = %e, "final storage flush failed");
+    }
+    // Give writers a moment to send DISCONNECT before the runtime (and its sockets) ends.
+    monoio::time::sleep(Duration::from_millis(50)).await;
+}

@@ -1,0 +1,158 @@
+//! The server's configuration: the core's sections plus storage and logging.
+//!
+//! Precedence, lowest first: built-in defaults (identical to `config/imserver.toml`), the
+//! config file, environment variables `IMSERVER_<SECTION>__<KEY>` (e.g.
+//! `IMSERVER_DELIVERY__PERSIST=before_ack`; values are parsed as TOML, else taken as
+//! strings), then command-line flags.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use im_shards::config::{AuthConfig, DeliveryConfig, NetConfig, RuntimeConfig, SessionConfig};
+use im_shards::CoreConfig;
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub net: NetConfig,
+    pub runtime: RuntimeConfig,
+    pub session: SessionConfig,
+    pub delivery: DeliveryConfig,
+    pub auth: AuthConfig,
+    pub storage: StorageConfig,
+    pub log: LogConfig,
+}
+
+/// Offline-message storage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Directory of the embedded store (created if missing).
+    pub data_dir: PathBuf,
+    /// How often expired messages are purged, in seconds.
+    pub purge_interval_secs: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("data"),
+            purge_interval_secs: 600,
+        }
+    }
+}
+
+/// Logging.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A `tracing` filter, e.g. `info` or `im_shards=debug,info`. `RUST_LOG` wins if set.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+        }
+    }
+}
+
+const ENV_PREFIX: &str = "IMSERVER_";
+
+impl Config {
+    /// Loads `path` (or the defaults when `None`), then applies environment overrides.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+        let mut value: toml::Table = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading config file {}", p.display()))?;
+                toml::from_str(&text).with_context(|| format!("parsing {}", p.display()))?
+            }
+            None => toml::Table::new(),
+        };
+        apply_env(&mut value, std::env::vars())?;
+        let cfg: Config = toml::Value::Table(value)
+            .try_into()
+            .context("invalid configuration")?;
+        Ok(cfg)
+    }
+
+    /// The part the shards run on.
+    pub fn core(&self) -> CoreConfig {
+        CoreConfig {
+            net: self.net.clone(),
+            runtime: self.runtime.clone(),
+            session: self.session.clone(),
+            delivery: self.delivery.clone(),
+            auth: self.auth.clone(),
+        }
+    }
+}
+
+fn apply_env(
+    table: &mut toml::Table,
+    vars: impl Iterator<Item = (String, String)>,
+) -> anyhow::Result<()> {
+    for (k, raw) in vars {
+        let Some(rest) = k.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+        if path.len() < 2 || path.iter().any(String::is_empty) {
+            continue; // e.g. IMSERVER_CONFIG, which is the config path itself
+        }
+        let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or(toml::Value::String(raw));
+        let mut node = &mut *table;
+        for seg in &path[..path.len() - 1] {
+            let entry = node
+                .entry(seg.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let Some(t) = entry.as_table_mut() else {
+                bail!("{k}: {seg} is not a section");
+            };
+            node = t;
+        }
+        node.insert(path[path.len() - 1].clone(), value);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_config_file_holds_exactly_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/imserver.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let from_file: Config = toml::from_str(&text).unwrap();
+        assert_eq!(from_file, Config::default());
+    }
+
+    #[test]
+    fn env_overrides_parse_values_and_nest() {
+        let mut t = toml::Table::new();
+        let vars = [
+            ("IMSERVER_DELIVERY__PERSIST", "before_ack"),
+            ("IMSERVER_NET__TCP_PORT", "1234"),
+            ("IMSERVER_CONFIG", "ignored.toml"),
+            ("OTHER__X", "1"),
+        ]
+        .map(|(a, b)| (a.to_string(), b.to_string()));
+        apply_env(&mut t, vars.into_iter()).unwrap();
+        let cfg: Config = toml::Value::Table(t).try_into().unwrap();
+        assert_eq!(cfg.net.tcp_port, 1234);
+        assert_eq!(cfg.delivery.persist, im_shards::config::Persist::BeforeAck);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(toml::from_str::<Config>("[net]\ntcp_prot = 1\n").is_err());
+    }
+}
