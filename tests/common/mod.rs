@@ -1,0 +1,400 @@
+//! Test harness: runs the real `imserver` binary on free loopback ports with its own data
+//! directory, and speaks to it over real sockets as a TCP client (our codec) or a WebSocket
+//! client (`tungstenite`, an independent implementation).
+#![allow(dead_code)]
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use im_protocol::{framing, ClientPacket, MsgId, ServerPacket};
+use im_shards::TokenAuth;
+
+pub const SECRET: &str = "test-secret";
+
+/// Which I/O driver the server under test runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Driver {
+    IoUring,
+    Epoll,
+}
+
+impl Driver {
+    fn arg(self) -> &'static str {
+        match self {
+            Driver::IoUring => "io-uring",
+            Driver::Epoll => "epoll",
+        }
+    }
+}
+
+/// Generates `$name::io_uring` and `$name::epoll` tests calling `$name(driver)`.
+#[macro_export]
+macro_rules! both_drivers {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn io_uring() {
+                super::$name($crate::common::Driver::IoUring)
+            }
+            #[test]
+            fn epoll() {
+                super::$name($crate::common::Driver::Epoll)
+            }
+        }
+    )*};
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A running server process.
+pub struct Server {
+    child: Option<Child>,
+    pub tcp_port: u16,
+    pub ws_port: u16,
+    pub data_dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    driver: Driver,
+    env: Vec<(String, String)>,
+}
+
+impl Server {
+    /// Starts a server with 2 shards and `env` config overrides (`IMSERVER_...`).
+    pub fn start(driver: Driver, env: &[(&str, &str)]) -> Server {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut s = Server {
+            child: None,
+            tcp_port: 0,
+            ws_port: 0,
+            data_dir: tmp.path().join("data"),
+            _tmp: Some(tmp),
+            driver,
+            env: env.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        for attempt in 0..5 {
+            self.tcp_port = free_port();
+            self.ws_port = free_port();
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_imserver"));
+            cmd.args(["--config", "/dev/null", "--shards", "2", "--bind", "127.0.0.1"])
+                .args(["--driver", self.driver.arg()])
+                .args(["--tcp-port", &self.tcp_port.to_string()])
+                .args(["--ws-port", &self.ws_port.to_string()])
+                .arg("--data-dir")
+                .arg(&self.data_dir)
+                .env("IMSERVER_AUTH__SECRET", SECRET)
+                .env("IMSERVER_RUNTIME__PIN_CORES", "false")
+                .env("IMSERVER_SESSION__CLOSE_LINGER_MS", "200")
+                .env("RUST_LOG", "warn")
+                .envs(self.env.iter().map(|(a, b)| (a.as_str(), b.as_str())))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit());
+            let mut child = cmd.spawn().expect("spawn imserver");
+            let stdout = child.stdout.take().expect("stdout");
+            let (tx, rx) = mpsc::channel();
+            std::thread::spawn(move || {
+                let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+                while let Some(Ok(l)) = lines.next() {
+                    if l == "ready" {
+                        let _ = tx.send(());
+                    }
+                }
+            });
+            if rx.recv_timeout(Duration::from_secs(15)).is_ok() {
+                self.child = Some(child);
+                return;
+            }
+            // Most likely a port taken between probing and binding: try other ports.
+            let _ = child.kill();
+            let _ = child.wait();
+            eprintln!("server did not start (attempt {attempt}), retrying");
+        }
+        panic!("server did not start");
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map(|c| c.id() as i32).unwrap_or(0)
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: plain kill(2) on our own child's pid.
+            unsafe {
+                libc::kill(child.id() as i32, libc::SIGTERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(15);
+            loop {
+                if let Some(status) = child.try_wait().expect("wait") {
+                    assert!(status.success(), "server exited with {status}");
+                    return;
+                }
+                assert!(Instant::now() < deadline, "server did not stop after SIGTERM");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// Stops with SIGTERM and starts again on the same data directory.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    pub fn connect(&self, uid: u32, kind: Kind) -> Client {
+        Client::login(self, uid, kind, &token(uid))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn token(uid: u32) -> String {
+    TokenAuth::new(SECRET)
+        .mint(uid, Duration::from_secs(3600))
+        .expect("token")
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Tcp,
+    Ws,
+}
+
+enum Conn {
+    Tcp(TcpStream, Vec<u8>),
+    Ws(Box<tungstenite::WebSocket<TcpStream>>),
+}
+
+/// What a receive saw.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Recv {
+    Packet(Vec<u8>),
+    Timeout,
+    Closed,
+}
+
+/// A protocol client over a real socket.
+pub struct Client {
+    conn: Conn,
+}
+
+pub fn connect_packet(uid: &str, password: &str, flags: Option<u8>) -> Vec<u8> {
+    ClientPacket::Connect {
+        username: uid.as_bytes(),
+        password: password.as_bytes(),
+        role: Some(1),
+        flags,
+    }
+    .to_vec()
+}
+
+impl Client {
+    /// Opens the transport only (no CONNECT sent).
+    pub fn raw(server: &Server, kind: Kind) -> Client {
+        let port = match kind {
+            Kind::Tcp => server.tcp_port,
+            Kind::Ws => server.ws_port,
+        };
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream.set_nodelay(true).ok();
+        let conn = match kind {
+            Kind::Tcp => Conn::Tcp(stream, Vec::new()),
+            Kind::Ws => {
+                let url = format!("ws://127.0.0.1:{port}/ws");
+                let (ws, _) = tungstenite::client::client(url, stream).expect("ws handshake");
+                Conn::Ws(Box::new(ws))
+            }
+        };
+        Client { conn }
+    }
+
+    /// Connects and sends CONNECT with extension flags; asserts CONNECT_ACK 0.
+    pub fn login(server: &Server, uid: u32, kind: Kind, token: &str) -> Client {
+        let mut c = Client::raw(server, kind);
+        c.send(&connect_packet(&uid.to_string(), token, Some(1)));
+        assert_eq!(c.recv_packet(), vec![2, 0], "CONNECT_ACK 0 for {uid}");
+        c
+    }
+
+    fn stream(&self) -> &TcpStream {
+        match &self.conn {
+            Conn::Tcp(s, _) => s,
+            Conn::Ws(ws) => ws.get_ref(),
+        }
+    }
+
+    /// Sends one packet (framed for the transport).
+    pub fn send(&mut self, packet: &[u8]) {
+        match &mut self.conn {
+            Conn::Tcp(s, _) => {
+                let mut v = Vec::with_capacity(packet.len() + 4);
+                framing::put_prefix(&mut v, packet.len());
+                v.extend_from_slice(packet);
+                s.write_all(&v).expect("tcp write");
+            }
+            Conn::Ws(ws) => ws
+                .send(tungstenite::Message::Binary(packet.to_vec().into()))
+                .expect("ws write"),
+        }
+    }
+
+    /// Writes raw bytes on the socket, bypassing framing.
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        match &mut self.conn {
+            Conn::Tcp(s, _) => s.write_all(bytes).expect("write"),
+            Conn::Ws(ws) => ws.get_mut().write_all(bytes).expect("write"),
+        }
+    }
+
+    /// Sends a WebSocket message of any kind (WS clients only).
+    pub fn send_ws(&mut self, m: tungstenite::Message) {
+        match &mut self.conn {
+            Conn::Ws(ws) => ws.send(m).expect("ws send"),
+            Conn::Tcp(..) => panic!("not a websocket client"),
+        }
+    }
+
+    pub fn recv(&mut self, timeout: Duration) -> Recv {
+        self.stream()
+            .set_read_timeout(Some(timeout))
+            .expect("timeout");
+        let deadline = Instant::now() + timeout;
+        match &mut self.conn {
+            Conn::Tcp(s, buf) => loop {
+                if let Ok(Some(len)) = framing::check(buf, 1 << 24) {
+                    let p = buf[4..4 + len].to_vec();
+                    buf.drain(..4 + len);
+                    return Recv::Packet(p);
+                }
+                let mut chunk = [0u8; 16384];
+                match s.read(&mut chunk) {
+                    Ok(0) => return Recv::Closed,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                        return Recv::Timeout
+                    }
+                    Err(_) => return Recv::Closed,
+                }
+                if Instant::now() >= deadline {
+                    return Recv::Timeout;
+                }
+            },
+            Conn::Ws(ws) => loop {
+                match ws.read() {
+                    Ok(tungstenite::Message::Binary(b)) => return Recv::Packet(b.to_vec()),
+                    Ok(tungstenite::Message::Close(_)) => {
+                        // Finish the close handshake, then report the end.
+                        let _ = ws.flush();
+                        return Recv::Closed;
+                    }
+                    Ok(_) => continue,
+                    Err(tungstenite::Error::Io(e))
+                        if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
+                    {
+                        return Recv::Timeout
+                    }
+                    Err(_) => return Recv::Closed,
+                }
+            },
+        }
+    }
+
+    /// The next packet, failing the test after 5 s.
+    pub fn recv_packet(&mut self) -> Vec<u8> {
+        match self.recv(Duration::from_secs(5)) {
+            Recv::Packet(p) => p,
+            other => panic!("expected a packet, got {other:?}"),
+        }
+    }
+
+    /// Asserts nothing arrives for `d`.
+    pub fn expect_silence(&mut self, d: Duration) {
+        match self.recv(d) {
+            Recv::Timeout => {}
+            other => panic!("expected silence, got {other:?}"),
+        }
+    }
+
+    /// Asserts the server closes the connection within `d` (skipping packets, which are
+    /// returned).
+    pub fn expect_closed(&mut self, d: Duration) -> Vec<Vec<u8>> {
+        let deadline = Instant::now() + d;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "connection not closed; saw {seen:?}");
+            match self.recv(left) {
+                Recv::Closed => return seen,
+                Recv::Packet(p) => seen.push(p),
+                Recv::Timeout => panic!("connection not closed in {d:?}; saw {seen:?}"),
+            }
+        }
+    }
+
+    pub fn publish(&mut self, to: u32, id: &MsgId, payload: &[u8]) {
+        self.send(
+            &ClientPacket::Publish {
+                to,
+                msg_id: id,
+                payload,
+            }
+            .to_vec(),
+        );
+    }
+
+    /// Publishes and waits for the PUB_ACK.
+    pub fn publish_acked(&mut self, to: u32, id: &MsgId, payload: &[u8]) {
+        self.publish(to, id, payload);
+        let ack = self.recv_packet();
+        assert_eq!(ServerPacket::decode(&ack), Ok(ServerPacket::PubAck { msg_id: id }));
+    }
+
+    /// Receives a 1:1 push; returns (msg id, payload) without acking.
+    pub fn recv_push(&mut self) -> (MsgId, Vec<u8>) {
+        let p = self.recv_packet();
+        match ServerPacket::decode(&p) {
+            Ok(ServerPacket::Push { msg_id, payload }) => (*msg_id, payload.to_vec()),
+            other => panic!("expected a push, got {other:?}"),
+        }
+    }
+
+    /// Receives a push and acks it.
+    pub fn recv_push_ack(&mut self) -> (MsgId, Vec<u8>) {
+        let (id, payload) = self.recv_push();
+        self.send(&ClientPacket::PubAck { msg_id: &id }.to_vec());
+        (id, payload)
+    }
+}
+
+/// A message id made of a number, as 32 hex characters.
+pub fn msg_id(n: u64) -> MsgId {
+    let s = format!("{n:032x}");
+    let mut id = [0u8; 32];
+    id.copy_from_slice(s.as_bytes());
+    id
+}
+
+/// The `content` of a JSON-enveloped push.
+pub fn content(payload: &[u8]) -> String {
+    let v: serde_json::Value = serde_json::from_slice(payload).expect("json envelope");
+    v["content"].as_str().expect("content").to_string()
+}
