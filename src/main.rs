@@ -95,7 +95,7 @@ fn run(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
         .with_context(|| format!("opening offline store {}", store_path.display()))?;
     let purge = Duration::from_secs(cfg.storage.purge_interval_secs.max(1));
     let (handle, worker) = StoreHandle::spawn(Arc::new(store), purge)?;
-    let server = Server::start(cfg.core(), handle).context("starting shards")?;
+    let server = Server::start(cfg.core(), handle.clone()).context("starting shards")?;
 
     print_summary(&cfg, &server, path.as_deref(), &store_path);
     tracing::info!("imserver ready");
@@ -104,6 +104,7 @@ fn run(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
         tracing::info!(signal = sig, "shutting down: closing sessions, storing undelivered messages");
     }
     server.shutdown();
+    handle.stop();
     worker.join();
     tracing::info!("stopped");
     Ok(())

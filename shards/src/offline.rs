@@ -8,7 +8,9 @@ use std::time::Duration;
 use crate::session::{Session, Tracked};
 
 pub(crate) async fn drain(s: Rc<Session>) {
-    let page = s.shard.cfg.delivery.offline_page;
+    // A page never exceeds what the session may have in flight.
+    let cfg = &s.shard.cfg;
+    let page = cfg.delivery.offline_page.min(cfg.session.max_inflight);
     let mut after = 0u64;
     loop {
         let batch = match s.shard.store.fetch(s.uid, after, page).await {

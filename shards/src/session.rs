@@ -220,7 +220,10 @@ impl Session {
             let mut st = self.st.borrow_mut();
             if let Some(held) = st.draining.as_mut() {
                 held.push(track);
-                let over = held.len() > self.shard.cfg.session.max_inflight;
+                // Held only while the backlog is fetched from storage: bounded, but not a
+                // sign of a slow client, so the bound is looser than max_inflight.
+                let c = &self.shard.cfg.session;
+                let over = held.len() > c.max_inflight + c.send_queue;
                 drop(st);
                 if over {
                     self.close(CloseReason::SlowConsumer);

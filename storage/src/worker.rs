@@ -42,6 +42,8 @@ enum Op {
     Flush {
         reply: Reply<()>,
     },
+    /// Apply everything queued before, then exit.
+    Stop,
 }
 
 /// Most operations applied in one turn.
@@ -144,6 +146,12 @@ impl StoreHandle {
         async move { rx.await.unwrap_or(Err(StoreError::Closed)) }
     }
 
+    /// Asks the storage thread to exit once everything queued before is applied (join the
+    /// [`StoreWorker`] to wait for it). Later operations fail with [`StoreError::Closed`].
+    pub fn stop(&self) {
+        self.send(Op::Stop);
+    }
+
     /// Resolves once every operation queued before it is applied.
     pub fn flush(&self) -> impl Future<Output = Result<(), StoreError>> {
         let (reply, rx) = oneshot::channel();
@@ -167,7 +175,14 @@ fn run(store: Arc<dyn OfflineStore>, rx: Receiver<Op>, purge_every: Duration) {
                 Err(_) => break,
             }
         }
+        let stop = ops.iter().position(|op| matches!(op, Op::Stop));
+        if let Some(i) = stop {
+            ops.truncate(i);
+        }
         apply(store.as_ref(), &mut ops);
+        if stop.is_some() {
+            break;
+        }
         if last_purge.elapsed() >= purge_every {
             last_purge = Instant::now();
             match store.purge_expired(now_ms()) {
@@ -235,6 +250,7 @@ fn apply(store: &dyn OfflineStore, ops: &mut Vec<Op>) {
             Op::Flush { reply } => {
                 let _ = reply.send(result.as_ref().map(|_| ()).map_err(Clone::clone));
             }
+            Op::Stop => {}
         }
     }
 }
