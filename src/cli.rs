@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "imserver", version, about = "Thread-per-core IM server (seed binary protocol)")]
+#[command(
+    name = "imserver",
+    version,
+    about = "Thread-per-core IM server (seed binary protocol)"
+)]
 pub struct Cli {
     /// Configuration file (default: config/imserver.toml when present, else built-in defaults).
     #[arg(long, short, env = "IMSERVER_CONFIG", global = true)]

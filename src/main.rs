@@ -26,10 +26,11 @@ const DEFAULT_CONFIG: &str = "config/imserver.toml";
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let path = cli
-        .config
-        .clone()
-        .or_else(|| Path::new(DEFAULT_CONFIG).exists().then(|| PathBuf::from(DEFAULT_CONFIG)));
+    let path = cli.config.clone().or_else(|| {
+        Path::new(DEFAULT_CONFIG)
+            .exists()
+            .then(|| PathBuf::from(DEFAULT_CONFIG))
+    });
     let mut cfg = Config::load(path.as_deref())?;
     apply_overrides(&mut cfg, &cli.overrides);
     match cli.command.unwrap_or(Command::Run) {
@@ -101,7 +102,10 @@ fn run(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     tracing::info!("imserver ready");
 
     if let Some(sig) = signals.forever().next() {
-        tracing::info!(signal = sig, "shutting down: closing sessions, storing undelivered messages");
+        tracing::info!(
+            signal = sig,
+            "shutting down: closing sessions, storing undelivered messages"
+        );
     }
     server.shutdown();
     handle.stop();
@@ -117,7 +121,10 @@ fn print_summary(cfg: &Config, server: &Server, path: Option<&Path>, store: &Pat
         "  config     {}",
         path.map_or("built-in defaults".into(), |p| p.display().to_string())
     );
-    println!("  shards     {} (pinned: {})", server.shards, cfg.runtime.pin_cores);
+    println!(
+        "  shards     {} (pinned: {})",
+        server.shards, cfg.runtime.pin_cores
+    );
     println!("  driver     {}", server.driver.name());
     println!("  tcp        {}:{}", c.bind, c.tcp_port);
     println!("  websocket  ws://{}:{}{}", c.bind, c.ws_port, c.ws_path);

@@ -82,7 +82,7 @@ fn retransmitted_publish_is_not_delivered_twice(d: Driver) {
     let mut b = srv.connect(401, Kind::Tcp);
     a.publish_acked(401, &msg_id(1), b"once");
     a.publish_acked(401, &msg_id(1), b"once"); // client retry: acked again
-    // The retry after a reconnect is caught too.
+                                               // The retry after a reconnect is caught too.
     drop(a);
     let mut a = srv.connect(400, Kind::Ws);
     a.publish_acked(401, &msg_id(1), b"once");
@@ -150,7 +150,10 @@ fn thousand_users_over_all_shards(d: Driver) {
     for u in 0..USERS {
         let from = (u + USERS - 1) % USERS;
         let want: Vec<u64> = (0..PER).map(|i| from as u64 * 100 + i).collect();
-        assert_eq!(got[&u], want, "user {u}: none lost, none duplicated, in order");
+        assert_eq!(
+            got[&u], want,
+            "user {u}: none lost, none duplicated, in order"
+        );
     }
     // No duplicates arrive later either.
     for c in clients.iter_mut().step_by(50) {
@@ -177,7 +180,11 @@ fn sigterm_restart_loses_nothing(d: Driver, persist: &str) {
         let mut c = srv.connect(uid, Kind::Tcp);
         for i in 0..50u64 {
             let (id, p) = c.recv_push_ack();
-            assert_eq!((id, content(&p)), (msg_id(base + i), format!("{prefix}{i}")), "uid {uid}");
+            assert_eq!(
+                (id, content(&p)),
+                (msg_id(base + i), format!("{prefix}{i}")),
+                "uid {uid}"
+            );
         }
         c.expect_silence(Duration::from_millis(300));
     }

@@ -14,7 +14,9 @@ const S: Duration = Duration::from_secs(1);
 fn bad_token_gets_ack_3_and_close(d: Driver) {
     let srv = Server::start(d, &[]);
     let expired = TokenAuth::new(common::SECRET).mint_claims(5, 1, 2).unwrap();
-    let wrong_secret = TokenAuth::new("other").mint(5, Duration::from_secs(60)).unwrap();
+    let wrong_secret = TokenAuth::new("other")
+        .mint(5, Duration::from_secs(60))
+        .unwrap();
     for (kind, user, pass) in [
         (Kind::Tcp, "5", "garbage".to_string()),
         (Kind::Ws, "5", expired),
@@ -82,10 +84,16 @@ fn heartbeat_timeout_closes(d: Driver) {
     }
     assert!(pings >= 2, "alive client got {pings} pings");
     let seen = dead.expect_closed(3 * S);
-    assert!(seen.iter().all(|p| p == &vec![7]), "only PINGs before close: {seen:?}");
+    assert!(
+        seen.iter().all(|p| p == &vec![7]),
+        "only PINGs before close: {seen:?}"
+    );
     assert!(!seen.is_empty());
     alive.send(&[8]);
-    assert!(matches!(alive.recv(Duration::from_millis(100)), Recv::Timeout | Recv::Packet(_)));
+    assert!(matches!(
+        alive.recv(Duration::from_millis(100)),
+        Recv::Timeout | Recv::Packet(_)
+    ));
 }
 
 fn connect_timeout_and_first_packet_rules(d: Driver) {
@@ -107,17 +115,21 @@ fn malformed_and_overlong_packets_get_invalid_packet(d: Driver) {
     let srv = Server::start(d, &[("IMSERVER_NET__MAX_FRAME", "1024")]);
     let mut probe = srv.connect(40, Kind::Tcp);
     let cases: Vec<Vec<u8>> = vec![
-        vec![0, 0, 0, 1, 99],                     // unknown command
-        vec![0, 0, 0, 3, 3, 0, 0],                // truncated PUBLISH
-        vec![0, 0, 0, 2, 7, 7],                   // PING with trailing byte
-        vec![0xff, 0xff, 0xff, 0xff],             // 4 GiB length prefix
-        vec![0, 0, 4, 1],                         // above max_frame (1024)
-        vec![0, 0, 0, 0],                         // empty packet
+        vec![0, 0, 0, 1, 99],         // unknown command
+        vec![0, 0, 0, 3, 3, 0, 0],    // truncated PUBLISH
+        vec![0, 0, 0, 2, 7, 7],       // PING with trailing byte
+        vec![0xff, 0xff, 0xff, 0xff], // 4 GiB length prefix
+        vec![0, 0, 4, 1],             // above max_frame (1024)
+        vec![0, 0, 0, 0],             // empty packet
     ];
     for (i, bytes) in cases.iter().enumerate() {
         let mut c = srv.connect(41 + i as u32, Kind::Tcp);
         c.send_raw(bytes);
-        assert_eq!(c.expect_closed(3 * S), vec![vec![10]], "case {i}: {bytes:?}");
+        assert_eq!(
+            c.expect_closed(3 * S),
+            vec![vec![10]],
+            "case {i}: {bytes:?}"
+        );
     }
     // Nobody else was affected.
     let mut peer = srv.connect(60, Kind::Ws);
@@ -134,7 +146,11 @@ fn websocket_text_frame_is_refused(d: Driver) {
     let mut ok = srv.connect(71, Kind::Ws);
     ok.send_ws(tungstenite::Message::Ping(vec![1, 2].into()));
     ok.send(&[7]);
-    assert_eq!(ok.recv_packet(), vec![8], "PING_RESP to a client PING (extension)");
+    assert_eq!(
+        ok.recv_packet(),
+        vec![8],
+        "PING_RESP to a client PING (extension)"
+    );
     // A PUBLISH split over two masked fragments is reassembled.
     let publish = im_protocol::ClientPacket::Publish {
         to: 72,
@@ -152,14 +168,20 @@ fn websocket_text_frame_is_refused(d: Driver) {
         raw.extend(part.iter().enumerate().map(|(i, x)| x ^ mask[i % 4]));
     }
     ok.send_raw(&raw);
-    assert_eq!(ok.recv_packet()[0], 4, "PUB_ACK for the reassembled PUBLISH");
+    assert_eq!(
+        ok.recv_packet()[0],
+        4,
+        "PUB_ACK for the reassembled PUBLISH"
+    );
 }
 
 fn websocket_other_path_gets_404(d: Driver) {
     let srv = Server::start(d, &[]);
     let mut s = std::net::TcpStream::connect(("127.0.0.1", srv.ws_port)).unwrap();
-    s.write_all(im_protocol::ws::client_request("h", "/other", "dGhlIHNhbXBsZSBub25jZQ==").as_bytes())
-        .unwrap();
+    s.write_all(
+        im_protocol::ws::client_request("h", "/other", "dGhlIHNhbXBsZSBub25jZQ==").as_bytes(),
+    )
+    .unwrap();
     let mut resp = String::new();
     s.set_read_timeout(Some(3 * S)).unwrap();
     let _ = s.read_to_string(&mut resp);

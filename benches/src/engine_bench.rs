@@ -46,7 +46,7 @@ impl Engine for Redb {
         tx.commit().unwrap();
     }
     fn drain(&mut self, uid: u32) -> Vec<(u64, Vec<u8>)> {
-        use redb::{ReadableDatabase, ReadableTable};
+        use redb::ReadableDatabase;
         let tx = self.db.begin_read().unwrap();
         let t = tx.open_table(T).unwrap();
         t.range((uid, 0)..=(uid, u64::MAX))
@@ -79,7 +79,10 @@ impl Engine for Fjall {
         "fjall"
     }
     fn append(&mut self, batch: &[(u32, u64, Vec<u8>)]) {
-        let mut b = self.db.batch().durability(Some(fjall::PersistMode::SyncAll));
+        let mut b = self
+            .db
+            .batch()
+            .durability(Some(fjall::PersistMode::SyncAll));
         for (u, s, v) in batch {
             b.insert(&self.ks, key(*u, *s), v.as_slice());
         }
@@ -97,7 +100,10 @@ impl Engine for Fjall {
             .collect()
     }
     fn remove(&mut self, keys: &[(u32, u64)]) {
-        let mut b = self.db.batch().durability(Some(fjall::PersistMode::SyncAll));
+        let mut b = self
+            .db
+            .batch()
+            .durability(Some(fjall::PersistMode::SyncAll));
         for (u, s) in keys {
             b.remove(&self.ks, key(*u, *s));
         }
@@ -164,7 +170,10 @@ fn run(e: &mut dyn Engine, users: u32, per: u64) -> Figures {
 }
 
 fn main() {
-    let args: Vec<u64> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let args: Vec<u64> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
     let users = args.first().copied().unwrap_or(1000) as u32;
     let per = args.get(1).copied().unwrap_or(20);
     let n = users as f64 * per as f64;
@@ -172,7 +181,9 @@ fn main() {
     let mut redb = Redb {
         db: redb::Database::create(dir.path().join("r.redb")).unwrap(),
     };
-    let fdb = fjall::Database::builder(dir.path().join("fjall")).open().unwrap();
+    let fdb = fjall::Database::builder(dir.path().join("fjall"))
+        .open()
+        .unwrap();
     let ks = fdb
         .keyspace("q", fjall::KeyspaceCreateOptions::default)
         .unwrap();

@@ -59,7 +59,7 @@ pub struct Targets<'a>(&'a [u8]);
 impl<'a> Targets<'a> {
     /// Wraps raw bytes; `raw.len()` must be a multiple of 4.
     pub fn from_raw(raw: &'a [u8]) -> Option<Self> {
-        (raw.len() % 4 == 0 && raw.len() / 4 <= u16::MAX as usize).then_some(Self(raw))
+        (raw.len().is_multiple_of(4) && raw.len() / 4 <= u16::MAX as usize).then_some(Self(raw))
     }
     pub fn len(&self) -> usize {
         self.0.len() / 4
@@ -94,20 +94,26 @@ pub enum ClientPacket<'a> {
         payload: &'a [u8],
     },
     /// Ack of a 1:1 push.
-    PubAck { msg_id: &'a MsgId },
+    PubAck {
+        msg_id: &'a MsgId,
+    },
     GroupPublish {
         group: u32,
         msg_id: &'a MsgId,
         payload: &'a [u8],
     },
-    GroupPubAck { msg_id: &'a MsgId },
+    GroupPubAck {
+        msg_id: &'a MsgId,
+    },
     GroupPartPublish {
         group: u32,
         msg_id: &'a MsgId,
         targets: Targets<'a>,
         payload: &'a [u8],
     },
-    GroupPartPubAck { msg_id: &'a MsgId },
+    GroupPartPubAck {
+        msg_id: &'a MsgId,
+    },
     /// Extension: a client-initiated heartbeat.
     Ping,
     PingResp,
@@ -167,7 +173,7 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
-        let end = self.pos.checked_add(n).unwrap_or(usize::MAX);
+        let end = self.pos.saturating_add(n);
         if end > self.buf.len() {
             return Err(DecodeError::Incomplete {
                 needed: end - self.buf.len(),
@@ -191,7 +197,8 @@ impl<'a> Reader<'a> {
     fn msg_id(&mut self) -> Result<&'a MsgId, DecodeError> {
         let b = self.take(32)?;
         // A 32-byte slice always converts.
-        b.try_into().map_err(|_| DecodeError::Incomplete { needed: 32 })
+        b.try_into()
+            .map_err(|_| DecodeError::Incomplete { needed: 32 })
     }
     fn bytes16(&mut self) -> Result<&'a [u8], DecodeError> {
         let n = self.u16()? as usize;

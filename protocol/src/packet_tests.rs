@@ -11,7 +11,13 @@ fn concat(parts: &[&[u8]]) -> Vec<u8> {
 #[test]
 fn seed_connect_example() {
     // |0x01|0x00|0x04|"test"|0x00|0x06|"123456"|0x01
-    let wire = concat(&[&[0x01, 0x00, 0x04], b"test", &[0x00, 0x06], b"123456", &[0x01]]);
+    let wire = concat(&[
+        &[0x01, 0x00, 0x04],
+        b"test",
+        &[0x00, 0x06],
+        b"123456",
+        &[0x01],
+    ]);
     let p = ClientPacket::Connect {
         username: b"test",
         password: b"123456",
@@ -170,7 +176,10 @@ fn single_byte_packets_round_trip() {
         vec![0x02, 0x03]
     );
     assert_eq!(ClientPacket::decode(&[8]).unwrap(), ClientPacket::PingResp);
-    assert_eq!(ClientPacket::decode(&[9]).unwrap(), ClientPacket::Disconnect);
+    assert_eq!(
+        ClientPacket::decode(&[9]).unwrap(),
+        ClientPacket::Disconnect
+    );
 }
 
 #[test]

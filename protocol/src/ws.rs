@@ -136,7 +136,12 @@ pub fn header_len(payload_len: usize, masked: bool) -> usize {
 }
 
 /// Writes a final-fragment frame header. Server frames are unmasked (`mask = None`).
-pub fn put_header(out: &mut impl BufMut, opcode: Opcode, payload_len: usize, mask: Option<[u8; 4]>) {
+pub fn put_header(
+    out: &mut impl BufMut,
+    opcode: Opcode,
+    payload_len: usize,
+    mask: Option<[u8; 4]>,
+) {
     out.put_u8(0x80 | opcode.bits());
     let m = if mask.is_some() { 0x80 } else { 0 };
     match payload_len {
@@ -194,7 +199,9 @@ pub fn server_handshake(buf: &[u8], path: &str) -> Result<Option<Handshake>, Fra
     let consumed = match req.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if buf.len() < MAX_HANDSHAKE => return Ok(None),
-        Ok(httparse::Status::Partial) => return Err(FrameError::Handshake("request head too long")),
+        Ok(httparse::Status::Partial) => {
+            return Err(FrameError::Handshake("request head too long"))
+        }
         Err(_) => return Err(FrameError::Handshake("malformed HTTP request")),
     };
     let target = req.path.unwrap_or("");

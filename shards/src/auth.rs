@@ -71,13 +71,14 @@ impl TokenAuth {
             .ok()
             .and_then(|s| s.parse().ok())
             .ok_or(AuthError::BadUsername)?;
-        let token = std::str::from_utf8(password).map_err(|_| AuthError::BadToken("not UTF-8".into()))?;
-        let data = jsonwebtoken::decode::<Claims>(token, &self.dec, &self.validation).map_err(|e| {
-            match e.kind() {
+        let token =
+            std::str::from_utf8(password).map_err(|_| AuthError::BadToken("not UTF-8".into()))?;
+        let data = jsonwebtoken::decode::<Claims>(token, &self.dec, &self.validation).map_err(
+            |e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
                 _ => AuthError::BadToken(e.to_string()),
-            }
-        })?;
+            },
+        )?;
         if data.claims.sub != uid.to_string() {
             return Err(AuthError::SubjectMismatch);
         }
@@ -94,10 +95,18 @@ mod tests {
         let a = TokenAuth::new("s3cret");
         let t = a.mint(42, Duration::from_secs(60)).unwrap();
         assert_eq!(a.verify(b"42", t.as_bytes()), Ok(42));
-        assert_eq!(a.verify(b"43", t.as_bytes()), Err(AuthError::SubjectMismatch));
+        assert_eq!(
+            a.verify(b"43", t.as_bytes()),
+            Err(AuthError::SubjectMismatch)
+        );
         assert_eq!(a.verify(b"x", t.as_bytes()), Err(AuthError::BadUsername));
-        let other = TokenAuth::new("other").mint(42, Duration::from_secs(60)).unwrap();
-        assert!(matches!(a.verify(b"42", other.as_bytes()), Err(AuthError::BadToken(_))));
+        let other = TokenAuth::new("other")
+            .mint(42, Duration::from_secs(60))
+            .unwrap();
+        assert!(matches!(
+            a.verify(b"42", other.as_bytes()),
+            Err(AuthError::BadToken(_))
+        ));
         let old = a.mint_claims(42, 1_000, 2_000).unwrap();
         assert_eq!(a.verify(b"42", old.as_bytes()), Err(AuthError::Expired));
         assert!(a.verify(b"42", b"not-a-jwt").is_err());

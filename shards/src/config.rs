@@ -222,17 +222,26 @@ impl CoreConfig {
     /// Checks limits; the message names the offending field.
     pub fn validate(&self) -> Result<(), String> {
         let checks: [(bool, &str); 9] = [
-            (self.net.max_frame >= 64, "net.max_frame must be at least 64"),
+            (
+                self.net.max_frame >= 64,
+                "net.max_frame must be at least 64",
+            ),
             (
                 self.net.max_frame <= 16 * 1024 * 1024,
                 "net.max_frame must be at most 16 MiB",
             ),
-            (self.net.ws_path.starts_with('/'), "net.ws_path must start with '/'"),
+            (
+                self.net.ws_path.starts_with('/'),
+                "net.ws_path must start with '/'",
+            ),
             (
                 self.session.heartbeat_interval_ms > 0 && self.session.heartbeat_timeout_ms > 0,
                 "session heartbeat times must be positive",
             ),
-            (self.session.max_devices >= 1, "session.max_devices must be >= 1"),
+            (
+                self.session.max_devices >= 1,
+                "session.max_devices must be >= 1",
+            ),
             (
                 self.session.send_queue >= 8 && self.session.max_inflight >= 8,
                 "session.send_queue and session.max_inflight must be >= 8",
@@ -241,8 +250,14 @@ impl CoreConfig {
                 self.delivery.redelivery_interval_ms > 0,
                 "delivery.redelivery_interval_ms must be positive",
             ),
-            (self.delivery.offline_page >= 1, "delivery.offline_page must be >= 1"),
-            (!self.auth.secret.is_empty(), "auth.secret must not be empty"),
+            (
+                self.delivery.offline_page >= 1,
+                "delivery.offline_page must be >= 1",
+            ),
+            (
+                !self.auth.secret.is_empty(),
+                "auth.secret must not be empty",
+            ),
         ];
         match checks.iter().find(|(ok, _)| !ok) {
             Some((_, msg)) => Err((*msg).to_string()),

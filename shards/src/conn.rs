@@ -121,11 +121,13 @@ pub(crate) async fn write_loop(s: Rc<Session>, mut wr: OwnedWriteHalf<TcpStream>
             s.tick(now);
             next_tick = now + tick;
         }
-        let first = match monoio::time::timeout(next_tick - Instant::now().min(next_tick), rx.recv()).await {
-            Ok(Some(item)) => item,
-            Ok(None) => break,
-            Err(_) => continue,
-        };
+        let first =
+            match monoio::time::timeout(next_tick - Instant::now().min(next_tick), rx.recv()).await
+            {
+                Ok(Some(item)) => item,
+                Ok(None) => break,
+                Err(_) => continue,
+            };
         let mut items = 0;
         let mut close = false;
         let mut next = Some(first);

@@ -51,14 +51,17 @@ mod tests {
 
     #[test]
     fn remembers_within_the_window_and_forgets_after_two() {
-        let t0 = Instant::now();
         let w = Duration::from_secs(10);
         let mut d = Dedupe::new(w);
+        let t0 = Instant::now();
         let id = [1u8; 32];
         assert!(d.first_time(1, &id, t0));
         assert!(!d.first_time(1, &id, t0));
         assert!(d.first_time(2, &id, t0), "per sender");
-        assert!(!d.first_time(1, &id, t0 + w), "still in the previous generation");
+        assert!(
+            !d.first_time(1, &id, t0 + w),
+            "still in the previous generation"
+        );
         assert!(d.first_time(1, &id, t0 + w * 3));
         d.forget(1, &id);
         assert!(d.first_time(1, &id, t0 + w * 3));

@@ -68,7 +68,8 @@ pub(crate) fn handle_packet(
         ClientPacket::PubAck { msg_id } => s.on_ack(cmd::PUB_ACK, msg_id),
         ClientPacket::GroupPubAck { msg_id } => s.on_ack(cmd::GROUP_PUB_ACK, msg_id),
         ClientPacket::GroupPartPubAck { msg_id } => s.on_ack(cmd::GROUP_PART_PUB_ACK, msg_id),
-        ClientPacket::GroupPublish { msg_id, .. } | ClientPacket::GroupPartPublish { msg_id, .. } => {
+        ClientPacket::GroupPublish { msg_id, .. }
+        | ClientPacket::GroupPartPublish { msg_id, .. } => {
             // Group membership arrives with the groups work; until then no group exists.
             refuse(s, msg_id, code::GROUP_NOT_FOUND, "group not found");
         }
@@ -98,7 +99,11 @@ fn accept_publish(
         return refuse(s, msg_id, code::USER_NOT_FOUND, "uid 0 is not a user");
     }
     let shard = &s.shard;
-    if !shard.dedupe.borrow_mut().first_time(s.uid, msg_id, Instant::now()) {
+    if !shard
+        .dedupe
+        .borrow_mut()
+        .first_time(s.uid, msg_id, Instant::now())
+    {
         // A retransmission: the first copy is (being) delivered; just ack again.
         s.send_packet(&ServerPacket::PubAck { msg_id });
         return;

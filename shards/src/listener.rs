@@ -129,7 +129,10 @@ async fn pre_auth(shard: Rc<Shard>, mut stream: TcpStream, kind: TransportKind) 
     if owner == shard.id {
         shard.attach(handoff);
     } else {
-        shard.mesh.send(shard.id, owner, Mail::Handoff(handoff)).await;
+        shard
+            .mesh
+            .send(shard.id, owner, Mail::Handoff(handoff))
+            .await;
     }
 }
 
@@ -153,7 +156,9 @@ async fn read_first_packet(
                     buf.drain(..consumed);
                     break;
                 }
-                Ok(Some(Handshake::Reject { response, .. })) => return Err(Refusal::Http(response)),
+                Ok(Some(Handshake::Reject { response, .. })) => {
+                    return Err(Refusal::Http(response))
+                }
                 Err(_) => {
                     let resp = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
                     return Err(Refusal::Http(resp.to_vec()));
@@ -200,4 +205,3 @@ async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(), Refu
         _ => Err(Refusal::Silent),
     }
 }
-

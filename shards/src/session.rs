@@ -353,7 +353,11 @@ impl Session {
         }
         if self.kind == TransportKind::Ws && reason != CloseReason::WsClose {
             let mut frame = Vec::with_capacity(4);
-            let code: u16 = if reason == CloseReason::InvalidPacket { 1002 } else { 1000 };
+            let code: u16 = if reason == CloseReason::InvalidPacket {
+                1002
+            } else {
+                1000
+            };
             im_protocol::ws::put_frame(
                 &mut frame,
                 im_protocol::ws::Opcode::Close,

@@ -186,7 +186,12 @@ impl Shard {
         session.send_packet(&ServerPacket::ConnectAck {
             code: connack::ACCEPTED,
         });
-        tracing::debug!(uid = h.uid, session = id, transport = kind.name(), "session open");
+        tracing::debug!(
+            uid = h.uid,
+            session = id,
+            transport = kind.name(),
+            "session open"
+        );
         let (rd, wr) = stream.into_split();
         monoio::spawn(conn::write_loop(session.clone(), wr, rx));
         monoio::spawn(offline::drain(session.clone()));
@@ -218,7 +223,11 @@ impl Shard {
 }
 
 /// The body of a shard thread's runtime.
-pub(crate) async fn run(id: usize, shared: Arc<Shared>, ready: std::sync::mpsc::Sender<Result<(), String>>) {
+pub(crate) async fn run(
+    id: usize,
+    shared: Arc<Shared>,
+    ready: std::sync::mpsc::Sender<Result<(), String>>,
+) {
     let shard = Shard::new(id, &shared);
     let mut stops = Vec::new();
     for (port, kind) in [

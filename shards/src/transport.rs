@@ -65,7 +65,11 @@ impl Framing {
 
     /// Finds the next event in `buf`; returns it with the number of bytes it used.
     /// `Ok(None)`: more input is needed. WebSocket payloads are unmasked in place.
-    pub fn next(&mut self, buf: &mut [u8], max: usize) -> Result<Option<(usize, Event)>, InputError> {
+    pub fn next(
+        &mut self,
+        buf: &mut [u8],
+        max: usize,
+    ) -> Result<Option<(usize, Event)>, InputError> {
         match self.kind {
             TransportKind::Tcp => Ok(framing::check(buf, max)?.map(|len| {
                 (
@@ -80,7 +84,11 @@ impl Framing {
         }
     }
 
-    fn next_ws(&mut self, buf: &mut [u8], max: usize) -> Result<Option<(usize, Event)>, InputError> {
+    fn next_ws(
+        &mut self,
+        buf: &mut [u8],
+        max: usize,
+    ) -> Result<Option<(usize, Event)>, InputError> {
         let Some(h) = ws::parse_header(buf, max)? else {
             return Ok(None);
         };

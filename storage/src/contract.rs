@@ -69,9 +69,7 @@ pub fn fetch_pages(dir: &Path, open: Opener) {
 /// Removed (acked) messages are gone; others stay, in order; removing twice is harmless.
 pub fn remove_after_ack(dir: &Path, open: Opener) {
     let s = open(dir);
-    let seqs = s
-        .append(&[msg(5, "1"), msg(5, "2"), msg(5, "3")])
-        .unwrap();
+    let seqs = s.append(&[msg(5, "1"), msg(5, "2"), msg(5, "3")]).unwrap();
     s.remove(5, &[seqs[0], seqs[2]]).unwrap();
     s.remove(5, &[seqs[0]]).unwrap();
     assert_eq!(bodies(&*s, 5), ["2"]);

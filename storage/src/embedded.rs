@@ -31,7 +31,9 @@ impl EmbeddedStore {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::engine("open", e))?;
         }
         let db = Database::create(path).map_err(|e| StoreError::engine("open", e))?;
-        let txn = db.begin_write().map_err(|e| StoreError::engine("open", e))?;
+        let txn = db
+            .begin_write()
+            .map_err(|e| StoreError::engine("open", e))?;
         txn.open_table(MESSAGES)
             .map_err(|e| StoreError::engine("open", e))?;
         txn.commit().map_err(|e| StoreError::engine("open", e))?;

@@ -77,7 +77,10 @@ impl Server {
             data_dir: tmp.path().join("data"),
             _tmp: Some(tmp),
             driver,
-            env: env.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
+            env: env
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
         };
         s.spawn();
         s
@@ -88,19 +91,26 @@ impl Server {
             self.tcp_port = free_port();
             self.ws_port = free_port();
             let mut cmd = Command::new(env!("CARGO_BIN_EXE_imserver"));
-            cmd.args(["--config", "/dev/null", "--shards", "2", "--bind", "127.0.0.1"])
-                .args(["--driver", self.driver.arg()])
-                .args(["--tcp-port", &self.tcp_port.to_string()])
-                .args(["--ws-port", &self.ws_port.to_string()])
-                .arg("--data-dir")
-                .arg(&self.data_dir)
-                .env("IMSERVER_AUTH__SECRET", SECRET)
-                .env("IMSERVER_RUNTIME__PIN_CORES", "false")
-                .env("IMSERVER_SESSION__CLOSE_LINGER_MS", "200")
-                .env("RUST_LOG", "warn")
-                .envs(self.env.iter().map(|(a, b)| (a.as_str(), b.as_str())))
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit());
+            cmd.args([
+                "--config",
+                "/dev/null",
+                "--shards",
+                "2",
+                "--bind",
+                "127.0.0.1",
+            ])
+            .args(["--driver", self.driver.arg()])
+            .args(["--tcp-port", &self.tcp_port.to_string()])
+            .args(["--ws-port", &self.ws_port.to_string()])
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .env("IMSERVER_AUTH__SECRET", SECRET)
+            .env("IMSERVER_RUNTIME__PIN_CORES", "false")
+            .env("IMSERVER_SESSION__CLOSE_LINGER_MS", "200")
+            .env("RUST_LOG", "warn")
+            .envs(self.env.iter().map(|(a, b)| (a.as_str(), b.as_str())))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
             let mut child = cmd.spawn().expect("spawn imserver");
             let stdout = child.stdout.take().expect("stdout");
             let (tx, rx) = mpsc::channel();
@@ -141,7 +151,10 @@ impl Server {
                     assert!(status.success(), "server exited with {status}");
                     return;
                 }
-                assert!(Instant::now() < deadline, "server did not stop after SIGTERM");
+                assert!(
+                    Instant::now() < deadline,
+                    "server did not stop after SIGTERM"
+                );
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
@@ -365,7 +378,10 @@ impl Client {
     pub fn publish_acked(&mut self, to: u32, id: &MsgId, payload: &[u8]) {
         self.publish(to, id, payload);
         let ack = self.recv_packet();
-        assert_eq!(ServerPacket::decode(&ack), Ok(ServerPacket::PubAck { msg_id: id }));
+        assert_eq!(
+            ServerPacket::decode(&ack),
+            Ok(ServerPacket::PubAck { msg_id: id })
+        );
     }
 
     /// Receives a 1:1 push; returns (msg id, payload) without acking.
