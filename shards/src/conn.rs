@@ -98,6 +98,11 @@ pub(crate) async fn read_loop(
     // Keep draining input until the writer shuts the socket down, so that unread input does
     // not turn our close into a reset that would discard the last packet we sent.
     buf.clear();
+    discard_until_eof(&mut rd, buf).await;
+}
+
+/// Reads and throws away input until EOF or an error.
+async fn discard_until_eof(rd: &mut impl AsyncReadRent, mut buf: Vec<u8>) {
     loop {
         let (res, b) = rd.read(buf).await;
         buf = b;
@@ -220,16 +225,6 @@ pub(crate) async fn refuse_and_close(
 pub(crate) async fn finish(mut stream: TcpStream, linger: Duration) {
     use std::os::fd::AsRawFd;
     shutdown(stream.as_raw_fd(), libc::SHUT_WR);
-    let drain = async {
-        let mut buf = Vec::with_capacity(512);
-        loop {
-            let (res, b) = stream.read(buf).await;
-            buf = b;
-            buf.clear();
-            if !matches!(res, Ok(n) if n > 0) {
-                break;
-            }
-        }
-    };
+    let drain = discard_until_eof(&mut stream, Vec::with_capacity(512));
     let _ = monoio::time::timeout(linger, drain).await;
 }
