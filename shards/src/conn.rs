@@ -140,6 +140,7 @@ pub(crate) async fn write_loop(s: Rc<Session>, mut wr: OwnedWriteHalf<TcpStream>
             items += 1;
             match item {
                 Out::Packet(p) => framing.put_packet(&mut wbuf, &p),
+                Out::Small { buf, len } => framing.put_packet(&mut wbuf, &buf[..len as usize]),
                 Out::Raw(r) => wbuf.extend_from_slice(&r),
                 Out::Close => {
                     close = true;

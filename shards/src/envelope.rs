@@ -16,16 +16,14 @@ pub struct TooLarge(pub usize);
 /// Writes the JSON envelope. `content` is the payload as a string (invalid UTF-8 is replaced:
 /// binary payloads need `raw` mode).
 pub fn json_payload(from: u32, to: u32, role: u8, content: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
     let content = String::from_utf8_lossy(content);
     let mut out = Vec::with_capacity(content.len() + 64);
-    out.extend_from_slice(b"{\"from\":\"");
-    out.extend_from_slice(from.to_string().as_bytes());
-    out.extend_from_slice(b"\",\"to\":\"");
-    out.extend_from_slice(to.to_string().as_bytes());
-    out.extend_from_slice(b"\",\"role\":\"");
-    out.extend_from_slice(role.to_string().as_bytes());
-    out.extend_from_slice(b"\",\"content\":");
-    // Writing a string into a Vec cannot fail.
+    // Writing into a Vec cannot fail.
+    let _ = write!(
+        out,
+        r#"{{"from":"{from}","to":"{to}","role":"{role}","content":"#
+    );
     let _ = serde_json::to_writer(&mut out, content.as_ref());
     out.push(b'}');
     out

@@ -19,14 +19,36 @@ use local_sync::mpsc::unbounded::Tx;
 use crate::shard::Shard;
 use crate::transport::TransportKind;
 
+/// Largest packet sent as [`Out::Small`] (PUB_ERR: 1 + 32 + 4 bytes).
+pub(crate) const SMALL: usize = 37;
+
 /// What the writer task of a connection is asked to do.
 pub(crate) enum Out {
     /// An encoded packet; the writer adds the transport framing.
     Packet(Bytes),
+    /// A small encoded packet held inline (acks, pings, PUB_ERR): no allocation per ack.
+    Small { buf: [u8; SMALL], len: u8 },
     /// Bytes already framed (WebSocket control frames).
     Raw(Vec<u8>),
     /// Flush what is queued, then close the connection.
     Close,
+}
+
+impl Out {
+    /// An encoded packet, inline when small.
+    pub fn encode(p: &ServerPacket<'_>) -> Out {
+        let len = p.encoded_len();
+        if len <= SMALL {
+            let mut buf = [0u8; SMALL];
+            p.encode(&mut &mut buf[..]);
+            Out::Small {
+                buf,
+                len: len as u8,
+            }
+        } else {
+            Out::Packet(Bytes::from(p.to_vec()))
+        }
+    }
 }
 
 /// Why a session ended (logged; decides the last packet the client gets).
@@ -198,7 +220,7 @@ impl Session {
     }
 
     pub fn send_packet(&self, p: &ServerPacket<'_>) {
-        self.send(Out::Packet(Bytes::from(p.to_vec())));
+        self.send(Out::encode(p));
     }
 
     /// The writer wrote `n` queued items.
@@ -349,7 +371,7 @@ impl Session {
             t.failed(&self.shard);
         }
         if let Some(p) = reason.final_packet() {
-            let _ = self.out.send(Out::Packet(Bytes::from(p.to_vec())));
+            let _ = self.out.send(Out::encode(&p));
         }
         if self.kind == TransportKind::Ws && reason != CloseReason::WsClose {
             let mut frame = Vec::with_capacity(4);
