@@ -8,15 +8,18 @@
 //!   storage thread; shards enqueue operations and await replies. The thread drains its
 //!   queue into one transaction per turn (group commit), which is how writes from every
 //!   shard's event-loop turn are batched into one disk sync.
-//! - [`contract`]: the test suite every backend must pass.
+//! - [`GroupStore`] (in [`groups`]): group membership, embedded (redb) or Redis (`fred`).
+//! - [`contract`] and [`groups::contract`]: the test suites every backend must pass.
 
 pub mod contract;
 mod embedded;
 mod error;
+pub mod groups;
 mod offline;
 mod worker;
 
 pub use embedded::EmbeddedStore;
 pub use error::StoreError;
+pub use groups::{EmbeddedGroups, GroupError, GroupStore, RedisConfig, RedisGroups, Versions};
 pub use offline::{now_ms, OfflineMessage, OfflineStore, StoredMessage, Write};
 pub use worker::{StoreHandle, StoreWorker};
