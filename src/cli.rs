@@ -1,5 +1,6 @@
 //! Command line: `imserver [run]` serves; `imserver token --uid N` mints a client token;
-//! `imserver print-config` shows the effective configuration.
+//! `imserver print-config` shows the effective configuration; `imserver group ...` manages
+//! group membership.
 
 use std::path::PathBuf;
 
@@ -75,4 +76,24 @@ pub enum Command {
     },
     /// Print the effective configuration as TOML.
     PrintConfig,
+    /// Manage group membership in the configured store (groups.backend). The embedded store
+    /// can only be changed while the server is stopped; Redis at any time.
+    Group {
+        #[command(subcommand)]
+        op: GroupOp,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GroupOp {
+    /// Create a group with its first members (fails if it exists).
+    Create { gid: u32, uids: Vec<u32> },
+    /// Add members (creates the group when missing).
+    Add { gid: u32, uids: Vec<u32> },
+    /// Remove members (removing the last one removes the group).
+    Remove { gid: u32, uids: Vec<u32> },
+    /// Delete a group.
+    Delete { gid: u32 },
+    /// List the groups, or one group's members.
+    List { gid: Option<u32> },
 }

@@ -1,4 +1,4 @@
-//! The server's configuration: the core's sections plus storage and logging.
+//! The server's configuration: the core's sections plus Redis, storage and logging.
 //!
 //! Precedence, lowest first: built-in defaults (identical to `config/imserver.toml`), the
 //! config file, environment variables `IMSERVER_<SECTION>__<KEY>` (e.g.
@@ -8,7 +8,10 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use im_shards::config::{AuthConfig, DeliveryConfig, NetConfig, RuntimeConfig, SessionConfig};
+use im_shards::config::{
+    AuthConfig, DeliveryConfig, GroupsConfig, NetConfig, RuntimeConfig, SessionConfig,
+};
+use im_storage::RedisConfig;
 use im_shards::CoreConfig;
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +24,8 @@ pub struct Config {
     pub session: SessionConfig,
     pub delivery: DeliveryConfig,
     pub auth: AuthConfig,
+    pub groups: GroupsConfig,
+    pub redis: RedisConfig,
     pub storage: StorageConfig,
     pub log: LogConfig,
 }
@@ -88,6 +93,7 @@ impl Config {
             session: self.session.clone(),
             delivery: self.delivery.clone(),
             auth: self.auth.clone(),
+            groups: self.groups.clone(),
         }
     }
 }

@@ -4,6 +4,7 @@
 
 mod cli;
 mod config;
+mod groups;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -45,6 +46,10 @@ fn main() -> anyhow::Result<()> {
             print!("{}", toml::to_string_pretty(&cfg)?);
             Ok(())
         }
+        Command::Group { op } => {
+            init_logs(&cfg)?;
+            groups::run_cli(&cfg, op)
+        }
     }
 }
 
@@ -82,11 +87,19 @@ fn apply_overrides(cfg: &mut Config, o: &cli::Overrides) {
     }
 }
 
-fn run(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
+fn init_logs(cfg: &Config) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cfg.log.level))
         .context("log.level is not a valid filter")?;
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    Ok(())
+}
+
+fn run(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
+    init_logs(&cfg)?;
 
     // Signals are blocked for every thread started after this point.
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
@@ -96,9 +109,12 @@ fn run(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
         .with_context(|| format!("opening offline store {}", store_path.display()))?;
     let purge = Duration::from_secs(cfg.storage.purge_interval_secs.max(1));
     let (handle, worker) = StoreHandle::spawn(Arc::new(store), purge)?;
-    let server = Server::start(cfg.core(), handle.clone()).context("starting shards")?;
+    let control = groups::control_runtime()?;
+    let (group_store, group_desc) = groups::open(&cfg, &control)?;
+    let server =
+        Server::start(cfg.core(), handle.clone(), group_store).context("starting shards")?;
 
-    print_summary(&cfg, &server, path.as_deref(), &store_path);
+    print_summary(&cfg, &server, path.as_deref(), &store_path, &group_desc);
     tracing::info!("imserver ready");
 
     if let Some(sig) = signals.forever().next() {
@@ -110,11 +126,12 @@ fn run(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     server.shutdown();
     handle.stop();
     worker.join();
+    control.shutdown_timeout(Duration::from_secs(1));
     tracing::info!("stopped");
     Ok(())
 }
 
-fn print_summary(cfg: &Config, server: &Server, path: Option<&Path>, store: &Path) {
+fn print_summary(cfg: &Config, server: &Server, path: Option<&Path>, store: &Path, groups: &str) {
     let c = &cfg.net;
     println!("imserver {}", env!("CARGO_PKG_VERSION"));
     println!(
@@ -134,6 +151,7 @@ fn print_summary(cfg: &Config, server: &Server, path: Option<&Path>, store: &Pat
         cfg.delivery.persist,
         cfg.delivery.retention_days
     );
+    println!("  groups     {groups}");
     println!(
         "  auth       {:?} (HS256 JWT; mint one with `imserver token --uid <uid>`)",
         cfg.auth.mode

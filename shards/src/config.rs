@@ -13,6 +13,7 @@ pub struct CoreConfig {
     pub session: SessionConfig,
     pub delivery: DeliveryConfig,
     pub auth: AuthConfig,
+    pub groups: GroupsConfig,
 }
 
 /// Listeners and framing.
@@ -218,10 +219,53 @@ impl Default for AuthConfig {
     }
 }
 
+/// Where group membership lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupBackend {
+    /// A redb file in the data directory (`groups.redb`).
+    Embedded,
+    /// Redis SETs `im_group:<gid>` (the `[redis]` section).
+    Redis,
+}
+
+/// Groups: membership source, caching, fan-out limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GroupsConfig {
+    pub backend: GroupBackend,
+    /// Longest a shard uses a cached membership without asking the store again. Changes
+    /// made through this server, and (with Redis keyspace notifications) directly in Redis,
+    /// apply at once regardless.
+    pub cache_ttl_ms: u64,
+    /// Memberships each shard caches at most.
+    pub cache_max_groups: usize,
+    /// Most uids a GROUP_PART_PUBLISH may list (more: refused with 1001).
+    pub max_part_targets: usize,
+    /// Members served per step of a fan-out before the shard serves its other sessions.
+    pub fanout_chunk: usize,
+    /// Deliveries a shard may have queued for fan-out before it stops taking mail (back-
+    /// pressure on the senders).
+    pub fanout_backlog: usize,
+}
+
+impl Default for GroupsConfig {
+    fn default() -> Self {
+        Self {
+            backend: GroupBackend::Embedded,
+            cache_ttl_ms: 30_000,
+            cache_max_groups: 100_000,
+            max_part_targets: 1000,
+            fanout_chunk: 256,
+            fanout_backlog: 1_000_000,
+        }
+    }
+}
+
 impl CoreConfig {
     /// Checks limits; the message names the offending field.
     pub fn validate(&self) -> Result<(), String> {
-        let checks: [(bool, &str); 9] = [
+        let checks: [(bool, &str); 11] = [
             (
                 self.net.max_frame >= 64,
                 "net.max_frame must be at least 64",
@@ -257,6 +301,14 @@ impl CoreConfig {
             (
                 !self.auth.secret.is_empty(),
                 "auth.secret must not be empty",
+            ),
+            (
+                self.groups.fanout_chunk >= 1 && self.groups.fanout_backlog >= 1,
+                "groups.fanout_chunk and groups.fanout_backlog must be >= 1",
+            ),
+            (
+                self.groups.cache_max_groups >= 1,
+                "groups.cache_max_groups must be >= 1",
             ),
         ];
         match checks.iter().find(|(ok, _)| !ok) {

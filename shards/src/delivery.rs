@@ -1,21 +1,26 @@
 //! The command layer: what a session does with each packet its client sends, and how an
-//! accepted message reaches its recipient's sessions.
+//! accepted message reaches its recipients' sessions.
 //!
 //! Decoding and validation happen synchronously for every packet of a read (the
 //! [`handle_packet`] step); accepted publishes of that read are then committed together
-//! ([`commit`]): in `before_ack` mode with one storage write for the batch before any
-//! PUB_ACK, in `on_failure` mode acked at once. Then each goes to its owner shard, in order.
+//! ([`commit`]): in `before_ack` mode with one storage write for the 1:1 messages of the
+//! batch before any PUB_ACK, in `on_failure` mode acked at once. Then each goes to its owner
+//! shard, in order. Group publishes are committed after the membership checks, which may
+//! wait on the group store (see [`crate::groups`]).
 
 use std::rc::Rc;
 use std::time::Instant;
 
 use bytes::Bytes;
 use im_protocol::packet::cmd;
-use im_protocol::{ClientPacket, MsgId, ServerPacket};
+use im_protocol::{ClientPacket, MsgId, ServerPacket, Targets};
 use im_storage::OfflineMessage;
 
 use crate::config::Persist;
 use crate::envelope;
+use crate::fanout::{Batch, Uids};
+use crate::groups::split;
+use crate::mailbox::Mail;
 use crate::session::{CloseReason, Session};
 
 /// Error codes of seed 004 used in PUB_ERR.
@@ -24,6 +29,7 @@ pub mod code {
     pub const ARGS: u32 = 1001;
     pub const USER_NOT_FOUND: u32 = 1101;
     pub const GROUP_NOT_FOUND: u32 = 1201;
+    pub const NOT_IN_GROUP: u32 = 1203;
 }
 
 /// A message for one user, sent to the user's owner shard.
@@ -36,10 +42,36 @@ pub(crate) struct Delivery {
 }
 
 /// A publish that passed validation, waiting to be committed.
-pub(crate) struct Accepted {
-    to: u32,
+pub(crate) enum Accepted {
+    Direct {
+        to: u32,
+        msg_id: MsgId,
+        frame: Bytes,
+    },
+    Group(GroupPublish),
+}
+
+/// A group publish that passed validation; membership is checked at commit.
+pub(crate) struct GroupPublish {
+    gid: u32,
     msg_id: MsgId,
     frame: Bytes,
+    /// GROUP_PART_PUBLISH: the listed uids, ascending, once each.
+    targets: Option<Vec<u32>>,
+}
+
+impl GroupPublish {
+    fn ack(&self) -> ServerPacket<'_> {
+        group_ack(self.targets.is_some(), &self.msg_id)
+    }
+}
+
+fn group_ack(part: bool, msg_id: &MsgId) -> ServerPacket<'_> {
+    if part {
+        ServerPacket::GroupPartPubAck { msg_id }
+    } else {
+        ServerPacket::GroupPubAck { msg_id }
+    }
 }
 
 /// Handles one packet. Returns a close reason when the session must end.
@@ -68,11 +100,17 @@ pub(crate) fn handle_packet(
         ClientPacket::PubAck { msg_id } => s.on_ack(cmd::PUB_ACK, msg_id),
         ClientPacket::GroupPubAck { msg_id } => s.on_ack(cmd::GROUP_PUB_ACK, msg_id),
         ClientPacket::GroupPartPubAck { msg_id } => s.on_ack(cmd::GROUP_PART_PUB_ACK, msg_id),
-        ClientPacket::GroupPublish { msg_id, .. }
-        | ClientPacket::GroupPartPublish { msg_id, .. } => {
-            // Group membership arrives with the groups work; until then no group exists.
-            refuse(s, msg_id, code::GROUP_NOT_FOUND, "group not found");
-        }
+        ClientPacket::GroupPublish {
+            group,
+            msg_id,
+            payload,
+        } => accept_group(s, group, msg_id, None, payload, accepted),
+        ClientPacket::GroupPartPublish {
+            group,
+            msg_id,
+            targets,
+            payload,
+        } => accept_group(s, group, msg_id, Some(targets), payload, accepted),
         ClientPacket::Ping => s.send_packet(&ServerPacket::PingResp),
         ClientPacket::PingResp => {}
         ClientPacket::Disconnect => return Some(CloseReason::ClientDisconnect),
@@ -83,6 +121,7 @@ pub(crate) fn handle_packet(
 /// A refused publish: PUB_ERR for clients that asked for extensions, otherwise no ack.
 fn refuse(s: &Session, msg_id: &MsgId, code: u32, why: &'static str) {
     tracing::debug!(uid = s.uid, code, why, "publish refused");
+    s.shard.stats.refused(code);
     if s.ext {
         s.send_packet(&ServerPacket::PubErr { msg_id, code });
     }
@@ -110,7 +149,7 @@ fn accept_publish(
     }
     let envelope = shard.cfg.delivery.envelope;
     match envelope::push_frame(envelope, s.uid, to, s.role, msg_id, payload) {
-        Ok(frame) => accepted.push(Accepted {
+        Ok(frame) => accepted.push(Accepted::Direct {
             to,
             msg_id: *msg_id,
             frame,
@@ -123,18 +162,82 @@ fn accept_publish(
     }
 }
 
+fn accept_group(
+    s: &Session,
+    gid: u32,
+    msg_id: &MsgId,
+    targets: Option<Targets<'_>>,
+    payload: &[u8],
+    accepted: &mut Vec<Accepted>,
+) {
+    let shard = &s.shard;
+    let listed = match &targets {
+        None => None,
+        Some(t) if t.is_empty() || t.len() > shard.cfg.groups.max_part_targets => {
+            return refuse(s, msg_id, code::ARGS, "part publish with no or too many targets");
+        }
+        Some(t) => {
+            let mut v: Vec<u32> = t.iter().collect();
+            v.sort_unstable();
+            v.dedup();
+            Some(v)
+        }
+    };
+    if !shard
+        .dedupe
+        .borrow_mut()
+        .first_time(s.uid, msg_id, Instant::now())
+    {
+        s.send_packet(&group_ack(listed.is_some(), msg_id));
+        return;
+    }
+    let envelope = shard.cfg.delivery.envelope;
+    match envelope::group_frame(envelope, s.uid, gid, s.role, msg_id, payload, targets) {
+        Ok(frame) => accepted.push(Accepted::Group(GroupPublish {
+            gid,
+            msg_id: *msg_id,
+            frame,
+            targets: listed,
+        })),
+        Err(e) => {
+            shard.dedupe.borrow_mut().forget(s.uid, msg_id);
+            refuse(s, msg_id, code::ARGS, "payload too large");
+            tracing::debug!(error = %e);
+        }
+    }
+}
+
 /// Acks and routes the publishes accepted from one read, per the persistence mode.
 pub(crate) async fn commit(s: &Rc<Session>, accepted: Vec<Accepted>) {
     let shard = s.shard.clone();
     shard.mesh.route_started();
+    let mut direct = Vec::with_capacity(accepted.len());
+    let mut groups = Vec::new();
+    for a in accepted {
+        match a {
+            Accepted::Direct { to, msg_id, frame } => direct.push((to, msg_id, frame)),
+            Accepted::Group(g) => groups.push(g),
+        }
+    }
+    if !direct.is_empty() {
+        commit_direct(s, direct).await;
+    }
+    for g in groups {
+        commit_group(s, g).await;
+    }
+    shard.mesh.route_done();
+}
+
+async fn commit_direct(s: &Rc<Session>, accepted: Vec<(u32, MsgId, Bytes)>) {
+    let shard = s.shard.clone();
     match shard.cfg.delivery.persist {
         Persist::OnFailure => {
-            for a in accepted {
-                s.send_packet(&ServerPacket::PubAck { msg_id: &a.msg_id });
+            for (to, msg_id, frame) in accepted {
+                s.send_packet(&ServerPacket::PubAck { msg_id: &msg_id });
                 shard
                     .route(Delivery {
-                        to: a.to,
-                        frame: a.frame,
+                        to,
+                        frame,
                         seq: None,
                     })
                     .await;
@@ -144,20 +247,20 @@ pub(crate) async fn commit(s: &Rc<Session>, accepted: Vec<Accepted>) {
             let expires_at_ms = shard.expiry_ms();
             let msgs = accepted
                 .iter()
-                .map(|a| OfflineMessage {
-                    uid: a.to,
-                    frame: a.frame.clone(),
+                .map(|(to, _, frame)| OfflineMessage {
+                    uid: *to,
+                    frame: frame.clone(),
                     expires_at_ms,
                 })
                 .collect();
             match shard.store.append(msgs).await {
                 Ok(seqs) => {
-                    for (a, seq) in accepted.into_iter().zip(seqs) {
-                        s.send_packet(&ServerPacket::PubAck { msg_id: &a.msg_id });
+                    for ((to, msg_id, frame), seq) in accepted.into_iter().zip(seqs) {
+                        s.send_packet(&ServerPacket::PubAck { msg_id: &msg_id });
                         shard
                             .route(Delivery {
-                                to: a.to,
-                                frame: a.frame,
+                                to,
+                                frame,
                                 seq: Some(seq),
                             })
                             .await;
@@ -165,13 +268,103 @@ pub(crate) async fn commit(s: &Rc<Session>, accepted: Vec<Accepted>) {
                 }
                 Err(e) => {
                     tracing::error!(error = %e, n = accepted.len(), "cannot store messages; refusing them");
-                    for a in &accepted {
-                        shard.dedupe.borrow_mut().forget(s.uid, &a.msg_id);
-                        refuse(s, &a.msg_id, code::SERVER_INTERNAL, "storage unavailable");
+                    for (_, msg_id, _) in &accepted {
+                        shard.dedupe.borrow_mut().forget(s.uid, msg_id);
+                        refuse(s, msg_id, code::SERVER_INTERNAL, "storage unavailable");
                     }
                 }
             }
         }
     }
-    shard.mesh.route_done();
+}
+
+/// Checks membership, acks, and sends one batch per owner shard.
+async fn commit_group(s: &Rc<Session>, g: GroupPublish) {
+    let shard = s.shard.clone();
+    let refused = |code, why| {
+        shard.dedupe.borrow_mut().forget(s.uid, &g.msg_id);
+        refuse(s, &g.msg_id, code, why);
+    };
+    let members = match shard.groups.members(g.gid).await {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!(gid = g.gid, error = %e, "group lookup failed; refusing");
+            return refused(code::SERVER_INTERNAL, "group store unavailable");
+        }
+    };
+    if members.sorted.is_empty() {
+        return refused(code::GROUP_NOT_FOUND, "group not found");
+    }
+    if !members.contains(s.uid) {
+        return refused(code::NOT_IN_GROUP, "sender not in group");
+    }
+    let shards = shard.mesh.shards();
+    let mut parts: Vec<Uids> = match &g.targets {
+        Some(t) => {
+            if !t.iter().all(|u| members.contains(*u)) {
+                return refused(code::NOT_IN_GROUP, "target not in group");
+            }
+            split(t, shards).into_iter().map(Uids::Owned).collect()
+        }
+        None => members
+            .by_shard
+            .iter()
+            .map(|p| Uids::Shared(p.clone()))
+            .collect(),
+    };
+    let to_sender = match &g.targets {
+        Some(t) => t.binary_search(&s.uid).is_ok(),
+        None => true,
+    };
+    let mut seqs: Vec<Option<Vec<u64>>> = (0..shards).map(|_| None).collect();
+    if shard.cfg.delivery.persist == Persist::BeforeAck {
+        // A stored copy for every recipient but the sender, written before the ack.
+        parts = parts
+            .into_iter()
+            .map(|p| Uids::Owned(p.iter().copied().filter(|u| *u != s.uid).collect()))
+            .collect();
+        let expires_at_ms = shard.expiry_ms();
+        let msgs: Vec<OfflineMessage> = parts
+            .iter()
+            .flat_map(|p| p.iter())
+            .map(|&uid| OfflineMessage {
+                uid,
+                frame: g.frame.clone(),
+                expires_at_ms,
+            })
+            .collect();
+        match shard.store.append(msgs).await {
+            Ok(all) => {
+                let mut all = all.into_iter();
+                for (i, p) in parts.iter().enumerate() {
+                    seqs[i] = Some(all.by_ref().take(p.len()).collect());
+                }
+            }
+            Err(e) => {
+                tracing::error!(gid = g.gid, error = %e, "cannot store group message; refusing it");
+                return refused(code::SERVER_INTERNAL, "storage unavailable");
+            }
+        }
+    }
+    s.send_packet(&g.ack());
+    shard.stats.group_message(members.sorted.len());
+    if to_sender {
+        shard.deliver_except(s.uid, g.frame.clone(), s.id);
+    }
+    for (i, (uids, seqs)) in parts.into_iter().zip(seqs).enumerate() {
+        if uids.is_empty() {
+            continue;
+        }
+        let batch = Batch {
+            frame: g.frame.clone(),
+            uids,
+            seqs,
+            exclude: s.uid,
+        };
+        if i == shard.id {
+            shard.fanout(batch);
+        } else {
+            shard.mesh.send(shard.id, i, Mail::Fanout(batch)).await;
+        }
+    }
 }

@@ -1,9 +1,12 @@
-//! Builds the push packet a recipient gets for an accepted PUBLISH: the payload wrapped in
+//! Builds the push packet a recipient gets for an accepted PUBLISH (or group publish): the payload wrapped in
 //! the seed SDK's JSON envelope (`{"from","to","role","content"}`, the server asserting the
 //! sender) or passed through raw. Built once per message; the resulting `Bytes` is shared by
 //! every session it is pushed to.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
+use im_protocol::packet::Targets;
 use im_protocol::{MsgId, ServerPacket};
 
 use crate::config::Envelope;
@@ -29,6 +32,24 @@ pub fn json_payload(from: u32, to: u32, role: u8, content: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The pushed payload: wrapped per `mode`, checked against the 16-bit length.
+fn body(
+    mode: Envelope,
+    from: u32,
+    to: u32,
+    role: u8,
+    payload: &[u8],
+) -> Result<Cow<'_, [u8]>, TooLarge> {
+    let body = match mode {
+        Envelope::Raw => Cow::Borrowed(payload),
+        Envelope::Json => Cow::Owned(json_payload(from, to, role, payload)),
+    };
+    if body.len() > u16::MAX as usize {
+        return Err(TooLarge(body.len()));
+    }
+    Ok(body)
+}
+
 /// The 1:1 push packet (command 3) for a message.
 pub fn push_frame(
     mode: Envelope,
@@ -38,24 +59,42 @@ pub fn push_frame(
     msg_id: &MsgId,
     payload: &[u8],
 ) -> Result<Bytes, TooLarge> {
-    let wrapped;
-    let body = match mode {
-        Envelope::Raw => payload,
-        Envelope::Json => {
-            wrapped = json_payload(from, to, role, payload);
-            &wrapped
-        }
-    };
-    if body.len() > u16::MAX as usize {
-        return Err(TooLarge(body.len()));
-    }
+    let body = body(mode, from, to, role, payload)?;
     Ok(Bytes::from(
         ServerPacket::Push {
             msg_id,
-            payload: body,
+            payload: &body,
         }
         .to_vec(),
     ))
+}
+
+/// The push packet of a group message: command 5, or 11 (with the target list, as the
+/// client sent it) for a part publish. The envelope's `to` is the group id.
+pub fn group_frame(
+    mode: Envelope,
+    from: u32,
+    group: u32,
+    role: u8,
+    msg_id: &MsgId,
+    payload: &[u8],
+    targets: Option<Targets<'_>>,
+) -> Result<Bytes, TooLarge> {
+    let body = body(mode, from, group, role, payload)?;
+    let packet = match targets {
+        None => ServerPacket::GroupPush {
+            group,
+            msg_id,
+            payload: &body,
+        },
+        Some(targets) => ServerPacket::GroupPartPush {
+            group,
+            msg_id,
+            targets,
+            payload: &body,
+        },
+    };
+    Ok(Bytes::from(packet.to_vec()))
 }
 
 #[cfg(test)]

@@ -9,7 +9,8 @@
 //!
 //! Layers, bottom up: [`transport`] (bytes ↔ packets per transport), [`conn`] (the read and
 //! write tasks of a connection), [`session`] (what the server owes one client),
-//! [`delivery`] (what each command does), [`shard`] (users, routing, lifecycle).
+//! [`delivery`] (what each command does), [`groups`] and [`fanout`] (group messages on the
+//! sender's and on the members' shards), [`shard`] (users, routing, lifecycle).
 
 pub mod auth;
 pub mod config;
@@ -17,18 +18,21 @@ mod conn;
 mod dedupe;
 mod delivery;
 mod envelope;
+mod fanout;
+mod groups;
 mod handoff;
 mod listener;
 pub mod mailbox;
 mod offline;
 mod session;
 mod shard;
+pub mod stats;
 mod transport;
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use im_storage::StoreHandle;
+use im_storage::{GroupStore, StoreHandle};
 
 pub use crate::auth::TokenAuth;
 pub use crate::config::{CoreConfig, Driver};
@@ -36,6 +40,7 @@ pub use crate::delivery::code as pub_err_code;
 pub use crate::envelope::json_payload;
 pub use crate::mailbox::{owner_of, Mesh};
 use crate::shard::Shared;
+use crate::stats::ShardStats;
 
 /// Mail slots per (source, destination) shard pair.
 const MAILBOX_CAPACITY: usize = 4096;
@@ -83,6 +88,7 @@ pub fn resolve_driver(want: Driver) -> Result<ActiveDriver, StartError> {
 /// The running core.
 pub struct Server {
     mesh: Arc<Mesh>,
+    stats: Vec<Arc<ShardStats>>,
     threads: Vec<JoinHandle<()>>,
     pub driver: ActiveDriver,
     pub shards: usize,
@@ -90,7 +96,11 @@ pub struct Server {
 
 impl Server {
     /// Starts every shard and returns once all listeners are bound.
-    pub fn start(cfg: CoreConfig, store: StoreHandle) -> Result<Server, StartError> {
+    pub fn start(
+        cfg: CoreConfig,
+        store: StoreHandle,
+        groups: Arc<dyn GroupStore>,
+    ) -> Result<Server, StartError> {
         cfg.validate().map_err(StartError::Config)?;
         let driver = resolve_driver(cfg.runtime.driver)?;
         if cfg.runtime.driver == Driver::Auto && driver == ActiveDriver::Epoll {
@@ -103,6 +113,8 @@ impl Server {
             cfg: Arc::new(cfg),
             mesh: mesh.clone(),
             store,
+            groups,
+            stats: (0..shards).map(|_| Arc::default()).collect(),
         });
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -129,6 +141,7 @@ impl Server {
         }
         drop(ready_tx);
         let server = Server {
+            stats: shared.stats.clone(),
             mesh,
             threads,
             driver,
@@ -148,6 +161,11 @@ impl Server {
             }
         }
         Ok(server)
+    }
+
+    /// Every shard's counters.
+    pub fn stats(&self) -> &[Arc<ShardStats>] {
+        &self.stats
     }
 
     /// The mailboxes (for metrics and tests).

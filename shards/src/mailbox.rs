@@ -16,6 +16,7 @@ use atomic_waker::AtomicWaker;
 use crossbeam_queue::ArrayQueue;
 
 use crate::delivery::Delivery;
+use crate::fanout::Batch;
 use crate::handoff::Handoff;
 
 /// What shards send each other.
@@ -24,6 +25,8 @@ pub(crate) enum Mail {
     Deliver(Delivery),
     /// An authenticated connection for a user this shard owns.
     Handoff(Handoff),
+    /// A group message for the members this shard owns.
+    Fanout(Batch),
 }
 
 struct Inbox {

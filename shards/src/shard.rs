@@ -18,7 +18,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use im_protocol::packet::connack;
 use im_protocol::ServerPacket;
-use im_storage::{now_ms, OfflineMessage, StoreHandle};
+use im_storage::{now_ms, GroupStore, OfflineMessage, StoreHandle};
 use monoio::io::Splitable;
 use monoio::net::TcpStream;
 
@@ -27,11 +27,14 @@ use crate::config::{CoreConfig, DuplicateLogin};
 use crate::conn::{self, refuse_and_close};
 use crate::dedupe::Dedupe;
 use crate::delivery::Delivery;
+use crate::fanout::{self, Fanout};
+use crate::groups::GroupCache;
 use crate::handoff::Handoff;
 use crate::listener;
 use crate::mailbox::{owner_of, Mail, Mesh};
 use crate::offline;
 use crate::session::{CloseReason, Session, Tracked};
+use crate::stats::ShardStats;
 use crate::transport::TransportKind;
 
 /// What every shard shares (read-only) with the others.
@@ -40,6 +43,9 @@ pub struct Shared {
     pub mesh: Arc<Mesh>,
     pub store: StoreHandle,
     pub auth: Arc<TokenAuth>,
+    pub groups: Arc<dyn GroupStore>,
+    /// Counters, one set per shard.
+    pub stats: Vec<Arc<ShardStats>>,
 }
 
 pub(crate) struct Shard {
@@ -49,6 +55,9 @@ pub(crate) struct Shard {
     pub store: StoreHandle,
     pub auth: Arc<TokenAuth>,
     pub dedupe: RefCell<Dedupe>,
+    pub groups: GroupCache,
+    pub fanout: Fanout,
+    pub stats: Arc<ShardStats>,
     users: RefCell<HashMap<u32, Vec<Rc<Session>>>>,
     next_session: Cell<u64>,
     stopping: Cell<bool>,
@@ -65,6 +74,14 @@ impl Shard {
             dedupe: RefCell::new(Dedupe::new(Duration::from_millis(
                 shared.cfg.delivery.dedupe_window_ms,
             ))),
+            groups: GroupCache::new(
+                shared.groups.clone(),
+                Duration::from_millis(shared.cfg.groups.cache_ttl_ms),
+                shared.cfg.groups.cache_max_groups,
+                shared.mesh.shards(),
+            ),
+            fanout: Fanout::default(),
+            stats: shared.stats[id].clone(),
             users: RefCell::new(HashMap::new()),
             next_session: Cell::new(0),
             stopping: Cell::new(false),
@@ -107,6 +124,31 @@ impl Shard {
         let track = Tracked::new(d.to, d.frame, d.seq, sessions.len() as u32);
         for s in sessions {
             s.push(track.clone());
+        }
+    }
+
+    /// Pushes a message to a local user's sessions other than `except` (a sender's other
+    /// devices). Nothing is stored when there are none: the sender has the message.
+    pub fn deliver_except(&self, uid: u32, frame: Bytes, except: u64) {
+        let others: Vec<Rc<Session>> = self
+            .users
+            .borrow()
+            .get(&uid)
+            .map(|l| l.iter().filter(|s| s.id != except).cloned().collect())
+            .unwrap_or_default();
+        if others.is_empty() {
+            return;
+        }
+        let track = Tracked::new(uid, frame, None, others.len() as u32);
+        for s in others {
+            s.push(track.clone());
+        }
+    }
+
+    /// Appends `uid`'s sessions to `out` (a reused buffer: no allocation per member).
+    pub fn sessions_of(&self, uid: u32, out: &mut Vec<Rc<Session>>) {
+        if let Some(l) = self.users.borrow().get(&uid) {
+            out.extend(l.iter().cloned());
         }
     }
 
@@ -202,6 +244,7 @@ impl Shard {
         match mail {
             Mail::Deliver(d) => self.deliver(d),
             Mail::Handoff(h) => self.attach(h),
+            Mail::Fanout(b) => self.fanout(b),
         }
     }
 
@@ -209,6 +252,13 @@ impl Shard {
     async fn mailbox_loop(self: Rc<Self>) {
         while !self.mesh.shutdown_requested() {
             self.mesh.ready(self.id).await;
+            // Too much fan-out queued: leave the mail where it is (senders wait on full
+            // mailboxes) until the fan-out worker catches up.
+            while self.fanout.backlog() > self.cfg.groups.fanout_backlog
+                && !self.mesh.shutdown_requested()
+            {
+                monoio::time::sleep(Duration::from_millis(1)).await;
+            }
             let me = self.clone();
             self.mesh.drain(self.id, |m| me.handle_mail(m));
         }
@@ -250,6 +300,7 @@ pub(crate) async fn run(
         }
     }
     let _ = ready.send(Ok(()));
+    monoio::spawn(fanout::worker(shard.clone()));
     shard.clone().mailbox_loop().await;
 
     // Shutdown, phase 1: stop accepting, close sessions (their pushes go to storage).
@@ -265,7 +316,10 @@ pub(crate) async fn run(
     loop {
         let me = shard.clone();
         shard.mesh.drain(id, |m| me.handle_mail(m));
-        if shard.mesh.routes_pending() == 0 && shard.mesh.inbox_empty(id) {
+        if shard.mesh.routes_pending() == 0
+            && shard.mesh.inbox_empty(id)
+            && shard.fanout.is_idle()
+        {
             break;
         }
         monoio::time::sleep(Duration::from_millis(1)).await;

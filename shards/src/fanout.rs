@@ -1,0 +1,177 @@
+//! Group fan-out on a member's owner shard.
+//!
+//! The sender's shard sends each owner shard one [`Batch`] per message: the members that
+//! shard owns and the encoded push frame, both reference-counted and shared, never copied
+//! per member. Here each member gets the frame on every session (tracked for its ack like
+//! any push), or, when offline, a stored copy; the offline members of a step go to storage
+//! in one batched write.
+//!
+//! A batch larger than one step (`groups.fanout_chunk` members) is queued and served step
+//! by step by a worker task that yields to the runtime between steps, so a 10,000-member
+//! group never holds up the shard's other sessions. Batches are served in arrival order, so
+//! group messages keep their order per recipient.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::ops::{Deref, Range};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Poll, Waker};
+
+use bytes::Bytes;
+use im_storage::OfflineMessage;
+
+use crate::session::{Session, Tracked};
+use crate::shard::Shard;
+
+/// The recipients of a batch: a cached membership slice (shared) or an explicit list.
+pub(crate) enum Uids {
+    Shared(Arc<[u32]>),
+    Owned(Vec<u32>),
+}
+
+impl Deref for Uids {
+    type Target = [u32];
+    fn deref(&self) -> &[u32] {
+        match self {
+            Uids::Shared(a) => a,
+            Uids::Owned(v) => v,
+        }
+    }
+}
+
+/// One group message for the members one shard owns.
+pub(crate) struct Batch {
+    pub frame: Bytes,
+    pub uids: Uids,
+    /// Stored-copy sequence numbers (`before_ack` mode), aligned with `uids`.
+    pub seqs: Option<Vec<u64>>,
+    /// Not delivered here: the sender (its other devices are served by its own shard).
+    pub exclude: u32,
+}
+
+/// A shard's fan-out queue.
+#[derive(Default)]
+pub(crate) struct Fanout {
+    /// Batches with the index of the next member to serve.
+    queue: RefCell<VecDeque<(Batch, usize)>>,
+    /// Members still to serve, over all queued batches.
+    backlog: Cell<usize>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl Fanout {
+    pub fn backlog(&self) -> usize {
+        self.backlog.get()
+    }
+
+    pub fn is_idle(&self) -> bool {
+        self.queue.borrow().is_empty()
+    }
+
+    fn wake(&self) {
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+}
+
+impl Shard {
+    /// Delivers a batch: at once when it is one step and nothing is queued, else queued.
+    pub fn fanout(&self, b: Batch) {
+        let chunk = self.cfg.groups.fanout_chunk;
+        if b.uids.len() <= chunk && self.fanout.is_idle() {
+            self.deliver_range(&b, 0..b.uids.len());
+            return;
+        }
+        self.fanout
+            .backlog
+            .set(self.fanout.backlog.get() + b.uids.len());
+        self.fanout.queue.borrow_mut().push_back((b, 0));
+        self.fanout.wake();
+    }
+
+    /// Serves `b.uids[range]`.
+    fn deliver_range(&self, b: &Batch, range: Range<usize>) {
+        let expires_at_ms = self.expiry_ms();
+        let mut offline = Vec::new();
+        let mut sessions: Vec<Rc<Session>> = Vec::new();
+        for i in range {
+            let uid = b.uids[i];
+            if uid == b.exclude {
+                continue;
+            }
+            let seq = b.seqs.as_ref().and_then(|s| s.get(i).copied());
+            sessions.clear();
+            self.sessions_of(uid, &mut sessions);
+            if sessions.is_empty() {
+                if seq.is_none() {
+                    offline.push(OfflineMessage {
+                        uid,
+                        frame: b.frame.clone(),
+                        expires_at_ms,
+                    });
+                }
+                continue;
+            }
+            let track = Tracked::new(uid, b.frame.clone(), seq, sessions.len() as u32);
+            for s in sessions.drain(..) {
+                s.push(track.clone());
+            }
+        }
+        if !offline.is_empty() {
+            self.store.append_detached(offline);
+        }
+    }
+}
+
+/// Yields once to the runtime (other tasks and I/O completions run first).
+async fn yield_now() {
+    let mut yielded = false;
+    poll_fn(|cx| {
+        if yielded {
+            Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    })
+    .await
+}
+
+/// Serves queued batches step by step until the shard's runtime ends.
+pub(crate) async fn worker(shard: Rc<Shard>) {
+    let chunk = shard.cfg.groups.fanout_chunk;
+    loop {
+        poll_fn(|cx| {
+            if shard.fanout.is_idle() {
+                *shard.fanout.waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            } else {
+                Poll::Ready(())
+            }
+        })
+        .await;
+        // Take the step out of the queue so delivering (which may close sessions, and
+        // so on) never runs with the queue borrowed.
+        let step = {
+            let mut q = shard.fanout.queue.borrow_mut();
+            q.pop_front().map(|(b, at)| {
+                let end = (at + chunk).min(b.uids.len());
+                (b, at, end)
+            })
+        };
+        let Some((b, at, end)) = step else { continue };
+        shard.deliver_range(&b, at..end);
+        shard
+            .fanout
+            .backlog
+            .set(shard.fanout.backlog.get().saturating_sub(end - at));
+        if end < b.uids.len() {
+            shard.fanout.queue.borrow_mut().push_front((b, end));
+        }
+        yield_now().await;
+    }
+}
