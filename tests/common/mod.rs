@@ -69,6 +69,12 @@ pub struct Server {
 impl Server {
     /// Starts a server with 2 shards and `env` config overrides (`IMSERVER_...`).
     pub fn start(driver: Driver, env: &[(&str, &str)]) -> Server {
+        Self::start_with(driver, env, |_| {})
+    }
+
+    /// Like [`Server::start`], running `setup` (e.g. [`Server::cli`]) before the process
+    /// starts.
+    pub fn start_with(driver: Driver, env: &[(&str, &str)], setup: impl FnOnce(&Server)) -> Server {
         let tmp = tempfile::tempdir().expect("tempdir");
         let mut s = Server {
             child: None,
@@ -82,8 +88,26 @@ impl Server {
                 .map(|(a, b)| (a.to_string(), b.to_string()))
                 .collect(),
         };
+        setup(&s);
         s.spawn();
         s
+    }
+
+    /// Runs `imserver <args>` (a CLI command) with this server's data directory and
+    /// configuration; returns (success, stdout + stderr).
+    pub fn cli(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_imserver"))
+            .args(["--config", "/dev/null", "--data-dir"])
+            .arg(&self.data_dir)
+            .args(args)
+            .env("IMSERVER_AUTH__SECRET", SECRET)
+            .env("RUST_LOG", "warn")
+            .envs(self.env.iter().map(|(a, b)| (a.as_str(), b.as_str())))
+            .output()
+            .expect("run imserver cli");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
     }
 
     fn spawn(&mut self) {
@@ -398,6 +422,104 @@ impl Client {
         let (id, payload) = self.recv_push();
         self.send(&ClientPacket::PubAck { msg_id: &id }.to_vec());
         (id, payload)
+    }
+}
+
+/// A group push as received (command 5 or 11).
+#[derive(Debug)]
+pub struct GroupPush {
+    pub part: bool,
+    pub group: u32,
+    pub msg_id: MsgId,
+    pub targets: Vec<u32>,
+    pub payload: Vec<u8>,
+}
+
+impl Client {
+    pub fn group_publish(&mut self, group: u32, id: &MsgId, payload: &[u8]) {
+        self.send(
+            &ClientPacket::GroupPublish {
+                group,
+                msg_id: id,
+                payload,
+            }
+            .to_vec(),
+        );
+    }
+
+    pub fn group_part_publish(&mut self, group: u32, id: &MsgId, targets: &[u32], payload: &[u8]) {
+        let raw: Vec<u8> = targets.iter().flat_map(|t| t.to_be_bytes()).collect();
+        self.send(
+            &ClientPacket::GroupPartPublish {
+                group,
+                msg_id: id,
+                targets: im_protocol::Targets::from_raw(&raw).expect("targets"),
+                payload,
+            }
+            .to_vec(),
+        );
+    }
+
+    /// Expects the server's answer to a group publish: GROUP_PUB_ACK (or
+    /// GROUP_PART_PUB_ACK when `part`) for `id`.
+    pub fn expect_group_ack(&mut self, part: bool, id: &MsgId) {
+        let p = self.recv_packet();
+        let want = if part {
+            ServerPacket::GroupPartPubAck { msg_id: id }
+        } else {
+            ServerPacket::GroupPubAck { msg_id: id }
+        };
+        assert_eq!(ServerPacket::decode(&p), Ok(want));
+    }
+
+    /// Expects PUB_ERR `code` for `id`.
+    pub fn expect_pub_err(&mut self, id: &MsgId, code: u32) {
+        let p = self.recv_packet();
+        assert_eq!(
+            ServerPacket::decode(&p),
+            Ok(ServerPacket::PubErr { msg_id: id, code })
+        );
+    }
+
+    /// Receives a group push; acks it with the matching command when `ack`.
+    pub fn recv_group_push(&mut self, ack: bool) -> GroupPush {
+        let p = self.recv_packet();
+        let g = match ServerPacket::decode(&p) {
+            Ok(ServerPacket::GroupPush {
+                group,
+                msg_id,
+                payload,
+            }) => GroupPush {
+                part: false,
+                group,
+                msg_id: *msg_id,
+                targets: Vec::new(),
+                payload: payload.to_vec(),
+            },
+            Ok(ServerPacket::GroupPartPush {
+                group,
+                msg_id,
+                targets,
+                payload,
+            }) => GroupPush {
+                part: true,
+                group,
+                msg_id: *msg_id,
+                targets: targets.iter().collect(),
+                payload: payload.to_vec(),
+            },
+            other => panic!("expected a group push, got {other:?}"),
+        };
+        if ack {
+            let id = &g.msg_id;
+            let a = if g.part {
+                ClientPacket::GroupPartPubAck { msg_id: id }
+            } else {
+                ClientPacket::GroupPubAck { msg_id: id }
+            };
+            self.send(&a.to_vec());
+        }
+        g
     }
 }
 
