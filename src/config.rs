@@ -11,8 +11,8 @@ use anyhow::{bail, Context};
 use im_shards::config::{
     AuthConfig, DeliveryConfig, GroupsConfig, NetConfig, RuntimeConfig, SessionConfig,
 };
-use im_storage::RedisConfig;
 use im_shards::CoreConfig;
+use im_storage::RedisConfig;
 use serde::{Deserialize, Serialize};
 
 /// The whole configuration file.

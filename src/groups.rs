@@ -42,7 +42,10 @@ pub fn open(
                     path.display()
                 )
             })?;
-            Ok((Arc::new(store), format!("embedded redb at {}", path.display())))
+            Ok((
+                Arc::new(store),
+                format!("embedded redb at {}", path.display()),
+            ))
         }
         GroupBackend::Redis => {
             let r = &cfg.redis;

@@ -111,7 +111,10 @@ fn group_of_three_over_mixed_transports(b: Backend) {
         assert_eq!((g.group, g.msg_id), (10, msg_id(1)));
         assert_eq!(content(&g.payload), "hello group");
         let v: serde_json::Value = serde_json::from_slice(&g.payload).unwrap();
-        assert_eq!((v["from"].as_str(), v["to"].as_str()), (Some("1"), Some("10")));
+        assert_eq!(
+            (v["from"].as_str(), v["to"].as_str()),
+            (Some("1"), Some("10"))
+        );
     }
     // A reply from the WebSocket member reaches the others.
     c2.group_publish(10, &msg_id(2), b"reply");
@@ -248,7 +251,10 @@ fn sender_other_devices_get_it(b: Backend) {
     let mut c2 = e.srv.connect(2, Kind::Tcp);
     phone.group_publish(70, &msg_id(1), b"from phone");
     phone.expect_group_ack(false, &msg_id(1));
-    assert_eq!(content(&desktop.recv_group_push(true).payload), "from phone");
+    assert_eq!(
+        content(&desktop.recv_group_push(true).payload),
+        "from phone"
+    );
     assert_eq!(content(&c2.recv_group_push(true).payload), "from phone");
     phone.expect_silence(Duration::from_millis(300));
 }
@@ -305,9 +311,16 @@ fn thousand_members_over_all_shards_exactly_once(b: Backend) {
             if s as u32 == uid {
                 continue;
             }
-            let from_s: Vec<u64> = list.iter().copied().filter(|n| n / 1000 == s as u64).collect();
+            let from_s: Vec<u64> = list
+                .iter()
+                .copied()
+                .filter(|n| n / 1000 == s as u64)
+                .collect();
             let want: Vec<u64> = (0..PER).map(|i| s as u64 * 1000 + i).collect();
-            assert_eq!(from_s, want, "member {uid} from {s}: exactly once, in order");
+            assert_eq!(
+                from_s, want,
+                "member {uid} from {s}: exactly once, in order"
+            );
         }
     }
     for c in clients.iter_mut().step_by(50) {
@@ -344,11 +357,17 @@ fn redis_direct_edits_take_effect_at_once() {
         c1.expect_group_ack(false, &msg_id(n));
         match c3.recv(Duration::from_millis(100)) {
             Recv::Packet(p) => {
-                assert!(matches!(ServerPacket::decode(&p), Ok(ServerPacket::GroupPush { .. })));
+                assert!(matches!(
+                    ServerPacket::decode(&p),
+                    Ok(ServerPacket::GroupPush { .. })
+                ));
                 break;
             }
             _ => {
-                assert!(t.elapsed() < Duration::from_secs(5), "the edit never applied");
+                assert!(
+                    t.elapsed() < Duration::from_secs(5),
+                    "the edit never applied"
+                );
                 assert_eq!(content(&c2.recv_group_push(true).payload), "after");
                 n += 1;
             }
@@ -411,7 +430,10 @@ fn embedded_cli_manages_groups() {
     let mut e = start(Backend::Embedded, &[(5, &[1, 2, 3])], &[]);
     let (ok, out) = e.srv.cli(&["group", "add", "5", "4"]);
     assert!(!ok, "the store is in use; got: {out}");
-    assert!(out.contains("is a server using this data directory running"), "{out}");
+    assert!(
+        out.contains("is a server using this data directory running"),
+        "{out}"
+    );
     e.srv.stop();
     let run = |args: &[&str]| {
         let (ok, out) = e.srv.cli(args);
@@ -420,9 +442,20 @@ fn embedded_cli_manages_groups() {
     };
     run(&["group", "remove", "5", "2"]);
     run(&["group", "create", "6", "7", "8"]);
-    assert!(!e.srv.cli(&["group", "create", "6", "9"]).0, "create of an existing group");
-    assert_eq!(run(&["group", "list", "5"]).split_whitespace().collect::<Vec<_>>(), ["1", "3"]);
-    assert_eq!(run(&["group", "list"]).lines().collect::<Vec<_>>(), ["5\t2", "6\t2"]);
+    assert!(
+        !e.srv.cli(&["group", "create", "6", "9"]).0,
+        "create of an existing group"
+    );
+    assert_eq!(
+        run(&["group", "list", "5"])
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["1", "3"]
+    );
+    assert_eq!(
+        run(&["group", "list"]).lines().collect::<Vec<_>>(),
+        ["5\t2", "6\t2"]
+    );
     run(&["group", "delete", "6"]);
     assert!(!e.srv.cli(&["group", "list", "6"]).0);
     assert!(!e.srv.cli(&["group", "add", "5", "0"]).0, "uid 0");

@@ -174,7 +174,12 @@ fn accept_group(
     let listed = match &targets {
         None => None,
         Some(t) if t.is_empty() || t.len() > shard.cfg.groups.max_part_targets => {
-            return refuse(s, msg_id, code::ARGS, "part publish with no or too many targets");
+            return refuse(
+                s,
+                msg_id,
+                code::ARGS,
+                "part publish with no or too many targets",
+            );
         }
         Some(t) => {
             let mut v: Vec<u32> = t.iter().collect();

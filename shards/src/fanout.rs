@@ -18,6 +18,7 @@ use std::ops::{Deref, Range};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
+use std::time::Duration;
 
 use bytes::Bytes;
 use im_storage::OfflineMessage;
@@ -59,6 +60,12 @@ pub(crate) struct Fanout {
     /// Members still to serve, over all queued batches.
     backlog: Cell<usize>,
     waker: RefCell<Option<Waker>>,
+    /// Packets queued for writing on this shard's sessions and not yet written.
+    writes: Cell<usize>,
+    /// The worker, waiting for `writes` to come down.
+    write_waker: RefCell<Option<Waker>>,
+    /// `writes` at or below which the worker goes on.
+    low_water: Cell<usize>,
 }
 
 impl Fanout {
@@ -68,6 +75,22 @@ impl Fanout {
 
     pub fn is_idle(&self) -> bool {
         self.queue.borrow().is_empty()
+    }
+
+    /// A session queued a packet for its writer.
+    pub fn write_queued(&self) {
+        self.writes.set(self.writes.get() + 1);
+    }
+
+    /// Writers wrote `n` queued packets.
+    pub fn writes_done(&self, n: usize) {
+        let left = self.writes.get().saturating_sub(n);
+        self.writes.set(left);
+        if left <= self.low_water.get() {
+            if let Some(w) = self.write_waker.borrow_mut().take() {
+                w.wake();
+            }
+        }
     }
 
     fn wake(&self) {
@@ -141,9 +164,30 @@ async fn yield_now() {
     .await
 }
 
-/// Serves queued batches step by step until the shard's runtime ends.
+/// Longest the worker waits for the writes of its last step before going on anyway (a few
+/// clients that stopped reading must not stall fan-out for everyone).
+const WRITE_WAIT: Duration = Duration::from_millis(20);
+
+/// Waits until the shard's queued writes are down to the low-water mark (or [`WRITE_WAIT`]).
+async fn writes_drained(f: &Fanout) {
+    let wait = poll_fn(|cx| {
+        if f.writes.get() <= f.low_water.get() {
+            Poll::Ready(())
+        } else {
+            *f.write_waker.borrow_mut() = Some(cx.waker().clone());
+            Poll::Pending
+        }
+    });
+    let _ = monoio::time::timeout(WRITE_WAIT, wait).await;
+}
+
+/// Serves queued batches step by step until the shard's runtime ends. Between steps it
+/// lets the writes of the last step reach the kernel first: otherwise one io_uring
+/// submission (or epoll round) would carry thousands of writes, and every other session's
+/// packet on the shard would queue behind them.
 pub(crate) async fn worker(shard: Rc<Shard>) {
     let chunk = shard.cfg.groups.fanout_chunk;
+    shard.fanout.low_water.set(chunk);
     loop {
         poll_fn(|cx| {
             if shard.fanout.is_idle() {
@@ -173,5 +217,6 @@ pub(crate) async fn worker(shard: Rc<Shard>) {
             shard.fanout.queue.borrow_mut().push_front((b, end));
         }
         yield_now().await;
+        writes_drained(&shard.fanout).await;
     }
 }

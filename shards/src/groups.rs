@@ -68,8 +68,7 @@ impl GroupCache {
 
     fn cached(&self, gid: u32) -> Option<Rc<Members>> {
         let m = self.entries.borrow().get(&gid).cloned()?;
-        (m.version == self.store.versions().get(gid) && m.fetched.elapsed() < self.ttl)
-            .then_some(m)
+        (m.version == self.store.versions().get(gid) && m.fetched.elapsed() < self.ttl).then_some(m)
     }
 
     /// The members of `gid` (empty: no such group).

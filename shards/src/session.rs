@@ -213,6 +213,7 @@ impl Session {
             st.queued += 1;
             st.queued > self.shard.cfg.session.send_queue
         };
+        self.shard.fanout.write_queued();
         let _ = self.out.send(item);
         if overflow {
             self.close(CloseReason::SlowConsumer);
@@ -225,8 +226,13 @@ impl Session {
 
     /// The writer wrote `n` queued items.
     pub fn written(&self, n: usize) {
-        let mut st = self.st.borrow_mut();
-        st.queued = st.queued.saturating_sub(n);
+        let done = {
+            let mut st = self.st.borrow_mut();
+            let done = n.min(st.queued);
+            st.queued -= done;
+            done
+        };
+        self.shard.fanout.writes_done(done);
     }
 
     /// A packet arrived from the client.

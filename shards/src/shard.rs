@@ -316,9 +316,7 @@ pub(crate) async fn run(
     loop {
         let me = shard.clone();
         shard.mesh.drain(id, |m| me.handle_mail(m));
-        if shard.mesh.routes_pending() == 0
-            && shard.mesh.inbox_empty(id)
-            && shard.fanout.is_idle()
+        if shard.mesh.routes_pending() == 0 && shard.mesh.inbox_empty(id) && shard.fanout.is_idle()
         {
             break;
         }

@@ -335,8 +335,10 @@ async fn enable_notifications(pool: &Pool) -> Result<(), Error> {
         return Ok(());
     }
     let mut wanted = flags.clone();
-    for c in ['K', 's', 'g', 'x'] {
-        if !wanted.contains(c) && !(all && c != 'K') {
+    // `A` already covers every class but the `K`/`E` channel selectors.
+    let needed: &[char] = if all { &['K'] } else { &['K', 's', 'g', 'x'] };
+    for &c in needed {
+        if !wanted.contains(c) {
             wanted.push(c);
         }
     }
