@@ -88,6 +88,7 @@ both_backends!(
     offline_member_gets_it_on_reconnect,
     before_ack_mode_stores_then_delivers,
     sender_other_devices_get_it,
+    unacked_group_pushes_are_resent_then_kept,
     thousand_members_over_all_shards_exactly_once,
 );
 
@@ -257,6 +258,41 @@ fn sender_other_devices_get_it(b: Backend) {
     );
     assert_eq!(content(&c2.recv_group_push(true).payload), "from phone");
     phone.expect_silence(Duration::from_millis(300));
+}
+
+/// Group pushes follow the 1:1 redelivery rules: unacked → resent (the same packet) every
+/// interval, at most `redelivery_max` times, then DISCONNECT and close with the message kept
+/// for the next login. A 1:1 ack (command 4) does not ack a group push.
+fn unacked_group_pushes_are_resent_then_kept(b: Backend) {
+    let e = start(
+        b,
+        &[(75, &[1, 2]), (76, &[1, 2])],
+        &[
+            ("IMSERVER_DELIVERY__REDELIVERY_INTERVAL_MS", "300"),
+            ("IMSERVER_DELIVERY__REDELIVERY_MAX", "1"),
+        ],
+    );
+    let mut c1 = e.srv.connect(1, Kind::Tcp);
+    let mut c2 = e.srv.connect(2, Kind::Tcp);
+    c1.group_publish(75, &msg_id(1), b"full");
+    c1.expect_group_ack(false, &msg_id(1));
+    c1.group_part_publish(76, &msg_id(2), &[2], b"part");
+    c1.expect_group_ack(true, &msg_id(2));
+    let first = [c2.recv_packet(), c2.recv_packet()];
+    c2.send(&ClientPacket::PubAck { msg_id: &msg_id(1) }.to_vec());
+    let again = [c2.recv_packet(), c2.recv_packet()];
+    assert_eq!(first, again, "the same two pushes are resent");
+    let rest = c2.expect_closed(Duration::from_secs(3));
+    assert_eq!(
+        rest.last().map(Vec::as_slice),
+        Some(&[9u8][..]),
+        "DISCONNECT, then close"
+    );
+    let mut c2 = e.srv.connect(2, Kind::Ws);
+    let (a, b2) = (c2.recv_group_push(true), c2.recv_group_push(true));
+    assert_eq!((a.part, content(&a.payload)), (false, "full".to_string()));
+    assert_eq!((b2.part, content(&b2.payload)), (true, "part".to_string()));
+    c2.expect_silence(Duration::from_millis(700));
 }
 
 /// 1,000 members over both shards (a quarter on WebSocket); 5 messages from two senders.
