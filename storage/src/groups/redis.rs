@@ -224,6 +224,37 @@ impl RedisGroups {
     }
 }
 
+#[derive(Clone, Copy)]
+enum SetOp {
+    Add,
+    Remove,
+}
+
+impl RedisGroups {
+    /// SADD / SREM of `uids` on the group's set; returns how many changed.
+    fn edit(&self, gid: u32, uids: Vec<u32>, op: SetOp) -> GroupFuture<usize> {
+        self.call(move |inner| async move {
+            if uids.is_empty() {
+                return Ok(0);
+            }
+            let (key, vals) = (
+                group_key(gid),
+                uids.iter().map(u32::to_string).collect::<Vec<_>>(),
+            );
+            let n: usize = match op {
+                SetOp::Add => inner.pool.sadd(key, vals).await.map_err(unavailable("add")),
+                SetOp::Remove => inner
+                    .pool
+                    .srem(key, vals)
+                    .await
+                    .map_err(unavailable("remove")),
+            }?;
+            inner.versions.bump(gid);
+            Ok(n)
+        })
+    }
+}
+
 /// Enables keyspace notifications if needed, subscribes to `im_group:*` changes and keeps
 /// `versions` in step with them. Returns whether notifications are on.
 async fn subscribe(
@@ -358,35 +389,11 @@ impl GroupStore for RedisGroups {
     }
 
     fn add(&self, gid: u32, uids: Vec<u32>) -> GroupFuture<usize> {
-        self.call(move |inner| async move {
-            if uids.is_empty() {
-                return Ok(0);
-            }
-            let vals: Vec<String> = uids.iter().map(u32::to_string).collect();
-            let n: usize = inner
-                .pool
-                .sadd(group_key(gid), vals)
-                .await
-                .map_err(unavailable("add"))?;
-            inner.versions.bump(gid);
-            Ok(n)
-        })
+        self.edit(gid, uids, SetOp::Add)
     }
 
     fn remove(&self, gid: u32, uids: Vec<u32>) -> GroupFuture<usize> {
-        self.call(move |inner| async move {
-            if uids.is_empty() {
-                return Ok(0);
-            }
-            let vals: Vec<String> = uids.iter().map(u32::to_string).collect();
-            let n: usize = inner
-                .pool
-                .srem(group_key(gid), vals)
-                .await
-                .map_err(unavailable("remove"))?;
-            inner.versions.bump(gid);
-            Ok(n)
-        })
+        self.edit(gid, uids, SetOp::Remove)
     }
 
     fn delete(&self, gid: u32) -> GroupFuture<bool> {
