@@ -22,6 +22,7 @@ use crate::fanout::{Batch, Uids};
 use crate::groups::split;
 use crate::mailbox::Mail;
 use crate::session::{CloseReason, Session};
+use crate::stats::Msg;
 
 /// Error codes of seed 004 used in PUB_ERR.
 pub mod code {
@@ -35,6 +36,8 @@ pub mod code {
 /// A message for one user, sent to the user's owner shard.
 pub(crate) struct Delivery {
     pub to: u32,
+    /// When the sender's publish was accepted (for the delivery-latency histogram).
+    pub accepted: Instant,
     /// The encoded push packet, shared.
     pub frame: Bytes,
     /// Set when a stored copy exists (`before_ack` mode).
@@ -80,6 +83,9 @@ pub(crate) fn handle_packet(
     bytes: &[u8],
     accepted: &mut Vec<Accepted>,
 ) -> Option<CloseReason> {
+    if let Some(&c) = bytes.first() {
+        s.shard.stats.packet_in(c);
+    }
     let packet = match ClientPacket::decode(bytes) {
         Ok(p) => p,
         Err(e) => {
@@ -237,11 +243,13 @@ async fn commit_direct(s: &Rc<Session>, accepted: Vec<(u32, MsgId, Bytes)>) {
     let shard = s.shard.clone();
     match shard.cfg.delivery.persist {
         Persist::OnFailure => {
+            shard.stats.message(Msg::Accepted, accepted.len() as u64);
             for (to, msg_id, frame) in accepted {
                 s.send_packet(&ServerPacket::PubAck { msg_id: &msg_id });
                 shard
                     .route(Delivery {
                         to,
+                        accepted: Instant::now(),
                         frame,
                         seq: None,
                     })
@@ -260,11 +268,13 @@ async fn commit_direct(s: &Rc<Session>, accepted: Vec<(u32, MsgId, Bytes)>) {
                 .collect();
             match shard.store.append(msgs).await {
                 Ok(seqs) => {
+                    shard.stats.message(Msg::Accepted, accepted.len() as u64);
                     for ((to, msg_id, frame), seq) in accepted.into_iter().zip(seqs) {
                         s.send_packet(&ServerPacket::PubAck { msg_id: &msg_id });
                         shard
                             .route(Delivery {
                                 to,
+                                accepted: Instant::now(),
                                 frame,
                                 seq: Some(seq),
                             })
@@ -352,15 +362,20 @@ async fn commit_group(s: &Rc<Session>, g: GroupPublish) {
         }
     }
     s.send_packet(&g.ack());
-    shard.stats.group_message(members.sorted.len());
+    let accepted = Instant::now();
+    shard.stats.message(Msg::Accepted, 1);
+    shard
+        .stats
+        .group_message(g.targets.as_ref().map_or(members.sorted.len(), Vec::len));
     if to_sender {
-        shard.deliver_except(s.uid, g.frame.clone(), s.id);
+        shard.deliver_except(s.uid, g.frame.clone(), s.id, accepted);
     }
     for (i, (uids, seqs)) in parts.into_iter().zip(seqs).enumerate() {
         if uids.is_empty() {
             continue;
         }
         let batch = Batch {
+            accepted,
             frame: g.frame.clone(),
             uids,
             seqs,

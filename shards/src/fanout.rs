@@ -18,13 +18,14 @@ use std::ops::{Deref, Range};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use im_storage::OfflineMessage;
 
 use crate::session::{Session, Tracked};
 use crate::shard::Shard;
+use crate::stats::Msg;
 
 /// The recipients of a batch: a cached membership slice (shared) or an explicit list.
 pub(crate) enum Uids {
@@ -44,6 +45,8 @@ impl Deref for Uids {
 
 /// One group message for the members one shard owns.
 pub(crate) struct Batch {
+    /// When the sender's publish was accepted.
+    pub accepted: Instant,
     pub frame: Bytes,
     pub uids: Uids,
     /// Stored-copy sequence numbers (`before_ack` mode), aligned with `uids`.
@@ -138,12 +141,19 @@ impl Shard {
                 }
                 continue;
             }
-            let track = Tracked::new(uid, b.frame.clone(), seq, sessions.len() as u32);
+            let track = Tracked::new(
+                uid,
+                b.frame.clone(),
+                seq,
+                sessions.len() as u32,
+                Some(b.accepted),
+            );
             for s in sessions.drain(..) {
                 s.push(track.clone());
             }
         }
         if !offline.is_empty() {
+            self.stats.message(Msg::StoredOffline, offline.len() as u64);
             self.store.append_detached(offline);
         }
     }

@@ -107,6 +107,7 @@ async fn pre_auth(shard: Rc<Shard>, mut stream: TcpStream, kind: TransportKind) 
         Ok(uid) => uid,
         Err(e) => {
             tracing::debug!(error = %e, "authentication failed");
+            shard.stats.auth_failed(&e);
             let nack = ServerPacket::ConnectAck {
                 code: connack::BAD_CREDENTIALS,
             };

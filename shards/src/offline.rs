@@ -6,6 +6,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use crate::session::{Session, Tracked};
+use crate::stats::Msg;
 
 pub(crate) async fn drain(s: Rc<Session>) {
     // A page never exceeds what the session may have in flight.
@@ -27,7 +28,8 @@ pub(crate) async fn drain(s: Rc<Session>) {
         let full = batch.len() == page;
         for m in batch {
             after = m.seq;
-            s.push_now(Tracked::new(s.uid, m.frame, Some(m.seq), 1));
+            s.shard.stats.message(Msg::Drained, 1);
+            s.push_now(Tracked::new(s.uid, m.frame, Some(m.seq), 1, None));
         }
         if !full {
             break;

@@ -17,6 +17,7 @@ use im_protocol::{MsgId, ServerPacket};
 use local_sync::mpsc::unbounded::Tx;
 
 use crate::shard::Shard;
+use crate::stats::Msg;
 use crate::transport::TransportKind;
 
 /// Largest packet sent as [`Out::Small`] (PUB_ERR: 1 + 32 + 4 bytes).
@@ -87,16 +88,25 @@ pub(crate) struct Tracked {
     pub frame: Bytes,
     /// Sequence number in the offline store when a stored copy exists.
     pub seq: Option<u64>,
+    /// When the sender's publish was accepted (live messages; `None` for stored ones).
+    accepted: Option<Instant>,
     pending: Cell<u32>,
     failed: Cell<bool>,
 }
 
 impl Tracked {
-    pub fn new(uid: u32, frame: Bytes, seq: Option<u64>, sessions: u32) -> Rc<Self> {
+    pub fn new(
+        uid: u32,
+        frame: Bytes,
+        seq: Option<u64>,
+        sessions: u32,
+        accepted: Option<Instant>,
+    ) -> Rc<Self> {
         Rc::new(Self {
             uid,
             frame,
             seq,
+            accepted,
             pending: Cell::new(sessions),
             failed: Cell::new(false),
         })
@@ -104,6 +114,9 @@ impl Tracked {
 
     /// One session acked it. When all did, the stored copy (if any) is removed.
     pub fn acked(&self, shard: &Shard) {
+        if let Some(t) = self.accepted {
+            shard.stats.delivered_after(t.elapsed().as_micros() as u64);
+        }
         let left = self.pending.get().saturating_sub(1);
         self.pending.set(left);
         if left == 0 && !self.failed.get() {
@@ -214,6 +227,14 @@ impl Session {
             st.queued > self.shard.cfg.session.send_queue
         };
         self.shard.fanout.write_queued();
+        let cmd = match &item {
+            Out::Packet(p) => p.first().copied(),
+            Out::Small { buf, .. } => Some(buf[0]),
+            Out::Raw(_) | Out::Close => None,
+        };
+        if let Some(c) = cmd {
+            self.shard.stats.packet_out(c);
+        }
         let _ = self.out.send(item);
         if overflow {
             self.close(CloseReason::SlowConsumer);
@@ -279,6 +300,7 @@ impl Session {
             });
             st.inflight.len() > self.shard.cfg.session.max_inflight
         };
+        self.shard.stats.message(Msg::Delivered, 1);
         self.send(Out::Packet(track.frame.clone()));
         if over {
             self.close(CloseReason::SlowConsumer);
@@ -307,6 +329,7 @@ impl Session {
             pos.and_then(|p| st.inflight.remove(p))
         };
         if let Some(i) = found {
+            self.shard.stats.message(Msg::Acked, 1);
             i.track.acked(&self.shard);
         }
     }
@@ -352,6 +375,9 @@ impl Session {
         if ping {
             self.send_packet(&ServerPacket::Ping);
         }
+        self.shard
+            .stats
+            .message(Msg::Redelivered, resend.len() as u64);
         for f in resend {
             self.send(Out::Packet(f));
         }
@@ -369,6 +395,10 @@ impl Session {
             (std::mem::take(&mut st.inflight), st.draining.take())
         };
         tracing::debug!(uid = self.uid, session = self.id, ?reason, "session closed");
+        self.shard.stats.session_closed(self.kind);
+        if reason == CloseReason::SlowConsumer {
+            self.shard.stats.send_queue_overflow();
+        }
         self.shard.unregister(self.uid, self.id);
         for i in inflight {
             i.track.failed(&self.shard);
@@ -377,7 +407,11 @@ impl Session {
             t.failed(&self.shard);
         }
         if let Some(p) = reason.final_packet() {
-            let _ = self.out.send(Out::encode(&p));
+            let out = Out::encode(&p);
+            if let Out::Small { buf, .. } = &out {
+                self.shard.stats.packet_out(buf[0]);
+            }
+            let _ = self.out.send(out);
         }
         if self.kind == TransportKind::Ws && reason != CloseReason::WsClose {
             let mut frame = Vec::with_capacity(4);

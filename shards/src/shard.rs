@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use im_protocol::packet::connack;
@@ -34,7 +34,7 @@ use crate::listener;
 use crate::mailbox::{owner_of, Mail, Mesh};
 use crate::offline;
 use crate::session::{CloseReason, Session, Tracked};
-use crate::stats::ShardStats;
+use crate::stats::{Msg, ShardStats};
 use crate::transport::TransportKind;
 
 /// What every shard shares (read-only) with the others.
@@ -95,6 +95,7 @@ impl Shard {
 
     /// Stores a message for later delivery (without waiting for the disk).
     pub fn persist(&self, uid: u32, frame: Bytes) {
+        self.stats.message(Msg::StoredOffline, 1);
         self.store.append_detached(vec![OfflineMessage {
             uid,
             frame,
@@ -121,7 +122,13 @@ impl Shard {
             }
             return;
         }
-        let track = Tracked::new(d.to, d.frame, d.seq, sessions.len() as u32);
+        let track = Tracked::new(
+            d.to,
+            d.frame,
+            d.seq,
+            sessions.len() as u32,
+            Some(d.accepted),
+        );
         for s in sessions {
             s.push(track.clone());
         }
@@ -129,7 +136,7 @@ impl Shard {
 
     /// Pushes a message to a local user's sessions other than `except` (a sender's other
     /// devices). Nothing is stored when there are none: the sender has the message.
-    pub fn deliver_except(&self, uid: u32, frame: Bytes, except: u64) {
+    pub fn deliver_except(&self, uid: u32, frame: Bytes, except: u64, accepted: Instant) {
         let others: Vec<Rc<Session>> = self
             .users
             .borrow()
@@ -139,7 +146,7 @@ impl Shard {
         if others.is_empty() {
             return;
         }
-        let track = Tracked::new(uid, frame, None, others.len() as u32);
+        let track = Tracked::new(uid, frame, None, others.len() as u32, Some(accepted));
         for s in others {
             s.push(track.clone());
         }
@@ -225,6 +232,7 @@ impl Shard {
             .entry(h.uid)
             .or_default()
             .push(session.clone());
+        self.stats.session_opened(kind);
         session.send_packet(&ServerPacket::ConnectAck {
             code: connack::ACCEPTED,
         });

@@ -1,10 +1,14 @@
 //! Per-shard counters. Each shard writes only its own (relaxed atomics, uncontended: no
-//! lock and no shared cache line on the hot path); readers on other threads sum them when
-//! asked (the metrics endpoint, tests).
+//! lock and no shared cache line on the hot path); readers on other threads sum them at
+//! scrape time (the metrics endpoint, tests). No per-user or per-group labels anywhere.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
+use im_storage::histogram::{AtomicHistogram, HistogramSnapshot, LATENCY_US};
+
+use crate::auth::AuthError;
 use crate::delivery::code;
+use crate::transport::TransportKind;
 
 /// Refusal codes counted separately; anything else lands in the last slot.
 pub const REFUSAL_CODES: [u32; 5] = [
@@ -15,27 +19,167 @@ pub const REFUSAL_CODES: [u32; 5] = [
     code::NOT_IN_GROUP,
 ];
 
+/// Transports, in the order of the per-transport counters.
+pub const TRANSPORTS: [&str; 2] = ["tcp", "ws"];
+
+/// Why a CONNECT was refused, in the order of the per-reason counters.
+pub const AUTH_FAILURES: [&str; 4] = ["bad_username", "bad_token", "expired", "subject_mismatch"];
+
+/// Fan-out size buckets (recipients per group message).
+pub const FANOUT_SIZES: &[u64] = &[
+    1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 50_000,
+];
+
+/// Commands are one byte; the protocol's fit well under 32.
+const COMMANDS: usize = 32;
+
+/// Message counters (see [`ShardStats::messages`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Msg {
+    /// Accepted from a sender (1:1 or group message).
+    Accepted,
+    /// Pushed to a session (first push; one per recipient session).
+    Delivered,
+    /// Acked by a recipient session.
+    Acked,
+    /// Pushed again after no ack.
+    Redelivered,
+    /// Written to the offline store for a recipient that could not take it.
+    StoredOffline,
+    /// Pushed from the offline store after a login.
+    Drained,
+}
+
+pub const MSG_KINDS: [(Msg, &str); 6] = [
+    (Msg::Accepted, "accepted"),
+    (Msg::Delivered, "delivered"),
+    (Msg::Acked, "acked"),
+    (Msg::Redelivered, "redelivered"),
+    (Msg::StoredOffline, "stored_offline"),
+    (Msg::Drained, "drained"),
+];
+
 /// One shard's counters.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ShardStats {
+    connections: [AtomicI64; 2],
+    connects: AtomicU64,
+    auth_failures: [AtomicU64; 4],
+    packets_in: [AtomicU64; COMMANDS],
+    packets_out: [AtomicU64; COMMANDS],
+    messages: [AtomicU64; 6],
     refused: [AtomicU64; REFUSAL_CODES.len() + 1],
-    group_messages: AtomicU64,
-    group_members: AtomicU64,
+    send_queue_overflows: AtomicU64,
+    delivery_us: AtomicHistogram,
+    fanout_size: AtomicHistogram,
+}
+
+impl Default for ShardStats {
+    fn default() -> Self {
+        Self {
+            connections: Default::default(),
+            connects: AtomicU64::new(0),
+            auth_failures: Default::default(),
+            packets_in: std::array::from_fn(|_| AtomicU64::new(0)),
+            packets_out: std::array::from_fn(|_| AtomicU64::new(0)),
+            messages: Default::default(),
+            refused: Default::default(),
+            send_queue_overflows: AtomicU64::new(0),
+            delivery_us: AtomicHistogram::new(LATENCY_US),
+            fanout_size: AtomicHistogram::new(FANOUT_SIZES),
+        }
+    }
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+fn transport(kind: TransportKind) -> usize {
+    match kind {
+        TransportKind::Tcp => 0,
+        TransportKind::Ws => 1,
+    }
 }
 
 impl ShardStats {
+    pub(crate) fn session_opened(&self, kind: TransportKind) {
+        self.connections[transport(kind)].fetch_add(1, Ordering::Relaxed);
+        bump(&self.connects);
+    }
+
+    pub(crate) fn session_closed(&self, kind: TransportKind) {
+        self.connections[transport(kind)].fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn auth_failed(&self, e: &AuthError) {
+        let i = match e {
+            AuthError::BadUsername => 0,
+            AuthError::BadToken(_) => 1,
+            AuthError::Expired => 2,
+            AuthError::SubjectMismatch => 3,
+        };
+        bump(&self.auth_failures[i]);
+    }
+
+    pub(crate) fn packet_in(&self, cmd: u8) {
+        bump(&self.packets_in[cmd as usize % COMMANDS]);
+    }
+
+    pub(crate) fn packet_out(&self, cmd: u8) {
+        bump(&self.packets_out[cmd as usize % COMMANDS]);
+    }
+
+    pub(crate) fn message(&self, m: Msg, n: u64) {
+        self.messages[m as usize].fetch_add(n, Ordering::Relaxed);
+    }
+
     pub(crate) fn refused(&self, code: u32) {
         let i = REFUSAL_CODES
             .iter()
             .position(|c| *c == code)
             .unwrap_or(REFUSAL_CODES.len());
-        self.refused[i].fetch_add(1, Ordering::Relaxed);
+        bump(&self.refused[i]);
+    }
+
+    pub(crate) fn send_queue_overflow(&self) {
+        bump(&self.send_queue_overflows);
+    }
+
+    pub(crate) fn delivered_after(&self, micros: u64) {
+        self.delivery_us.observe(micros);
     }
 
     pub(crate) fn group_message(&self, members: usize) {
-        self.group_messages.fetch_add(1, Ordering::Relaxed);
-        self.group_members
-            .fetch_add(members as u64, Ordering::Relaxed);
+        self.fanout_size.observe(members as u64);
+    }
+
+    /// Open sessions on `transport` (index into [`TRANSPORTS`]).
+    pub fn connections(&self, transport: usize) -> i64 {
+        self.connections[transport].load(Ordering::Relaxed)
+    }
+
+    /// Sessions opened (CONNECT_ACK 0) since start.
+    pub fn connects(&self) -> u64 {
+        self.connects.load(Ordering::Relaxed)
+    }
+
+    /// Refused CONNECTs for reason `i` (index into [`AUTH_FAILURES`]).
+    pub fn auth_failures(&self, i: usize) -> u64 {
+        self.auth_failures[i].load(Ordering::Relaxed)
+    }
+
+    /// Packets received / sent with command `cmd`.
+    pub fn packets(&self, cmd: u8) -> (u64, u64) {
+        let i = cmd as usize % COMMANDS;
+        (
+            self.packets_in[i].load(Ordering::Relaxed),
+            self.packets_out[i].load(Ordering::Relaxed),
+        )
+    }
+
+    pub fn messages(&self, m: Msg) -> u64 {
+        self.messages[m as usize].load(Ordering::Relaxed)
     }
 
     /// Publishes refused with `code` (one of [`REFUSAL_CODES`]) since start.
@@ -46,11 +190,17 @@ impl ShardStats {
             .map_or(0, |i| self.refused[i].load(Ordering::Relaxed))
     }
 
-    /// Group messages accepted, and the total of their group sizes.
-    pub fn group_messages(&self) -> (u64, u64) {
-        (
-            self.group_messages.load(Ordering::Relaxed),
-            self.group_members.load(Ordering::Relaxed),
-        )
+    pub fn send_queue_overflows(&self) -> u64 {
+        self.send_queue_overflows.load(Ordering::Relaxed)
+    }
+
+    /// Accepted → acked by the recipient, microseconds (live deliveries).
+    pub fn delivery_latency(&self) -> HistogramSnapshot {
+        self.delivery_us.snapshot()
+    }
+
+    /// Recipients per accepted group message.
+    pub fn fanout_sizes(&self) -> HistogramSnapshot {
+        self.fanout_size.snapshot()
     }
 }

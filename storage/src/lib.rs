@@ -15,6 +15,7 @@ pub mod contract;
 mod embedded;
 mod error;
 pub mod groups;
+pub mod histogram;
 mod offline;
 mod worker;
 
@@ -22,4 +23,4 @@ pub use embedded::EmbeddedStore;
 pub use error::StoreError;
 pub use groups::{EmbeddedGroups, GroupError, GroupStore, RedisConfig, RedisGroups, Versions};
 pub use offline::{now_ms, OfflineMessage, OfflineStore, StoredMessage, Write};
-pub use worker::{StoreHandle, StoreWorker};
+pub use worker::{StoreHandle, StoreStats, StoreWorker};

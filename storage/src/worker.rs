@@ -8,6 +8,7 @@
 //! before them. Operations from one shard are applied in the order it queued them.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -16,6 +17,7 @@ use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use futures_channel::oneshot;
 
 use crate::error::StoreError;
+use crate::histogram::{AtomicHistogram, LATENCY_US};
 use crate::offline::{now_ms, OfflineMessage, OfflineStore, StoredMessage, Write};
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -52,10 +54,22 @@ const MAX_BATCH: usize = 4096;
 /// back-pressure from a disk that cannot keep up.
 const QUEUE: usize = 65_536;
 
+/// What the storage thread measures (read by the metrics endpoint).
+#[derive(Debug)]
+pub struct StoreStats {
+    /// Duration of each group commit (one transaction, one fsync), microseconds.
+    pub write_us: AtomicHistogram,
+    /// Duration of each fetch, microseconds.
+    pub fetch_us: AtomicHistogram,
+    /// Group commits that failed.
+    pub write_failures: AtomicU64,
+}
+
 /// A cloneable, thread-safe handle to the storage thread.
 #[derive(Clone)]
 pub struct StoreHandle {
     tx: Sender<Op>,
+    stats: Arc<StoreStats>,
 }
 
 /// The running storage thread; join it after every handle is dropped.
@@ -80,10 +94,25 @@ impl StoreHandle {
         purge_every: Duration,
     ) -> std::io::Result<(StoreHandle, StoreWorker)> {
         let (tx, rx) = bounded(QUEUE);
+        let stats = Arc::new(StoreStats {
+            write_us: AtomicHistogram::new(LATENCY_US),
+            fetch_us: AtomicHistogram::new(LATENCY_US),
+            write_failures: AtomicU64::new(0),
+        });
+        let st = stats.clone();
         let thread = std::thread::Builder::new()
             .name("im-storage".into())
-            .spawn(move || run(store, rx, purge_every))?;
-        Ok((StoreHandle { tx }, StoreWorker { thread }))
+            .spawn(move || run(store, rx, purge_every, &st))?;
+        Ok((StoreHandle { tx, stats }, StoreWorker { thread }))
+    }
+
+    pub fn stats(&self) -> &StoreStats {
+        &self.stats
+    }
+
+    /// Operations waiting for the storage thread.
+    pub fn queue_len(&self) -> usize {
+        self.tx.len()
     }
 
     fn send(&self, op: Op) {
@@ -160,7 +189,7 @@ impl StoreHandle {
     }
 }
 
-fn run(store: Arc<dyn OfflineStore>, rx: Receiver<Op>, purge_every: Duration) {
+fn run(store: Arc<dyn OfflineStore>, rx: Receiver<Op>, purge_every: Duration, stats: &StoreStats) {
     let mut last_purge = Instant::now();
     let mut ops = Vec::with_capacity(MAX_BATCH);
     loop {
@@ -179,7 +208,7 @@ fn run(store: Arc<dyn OfflineStore>, rx: Receiver<Op>, purge_every: Duration) {
         if let Some(i) = stop {
             ops.truncate(i);
         }
-        apply(store.as_ref(), &mut ops);
+        apply(store.as_ref(), &mut ops, stats);
         if stop.is_some() {
             break;
         }
@@ -194,7 +223,11 @@ fn run(store: Arc<dyn OfflineStore>, rx: Receiver<Op>, purge_every: Duration) {
     }
 }
 
-fn apply(store: &dyn OfflineStore, ops: &mut Vec<Op>) {
+fn micros(since: Instant) -> u64 {
+    since.elapsed().as_micros() as u64
+}
+
+fn apply(store: &dyn OfflineStore, ops: &mut Vec<Op>, stats: &StoreStats) {
     let writes: Vec<Write<'_>> = ops
         .iter()
         .filter_map(|op| match op {
@@ -206,10 +239,14 @@ fn apply(store: &dyn OfflineStore, ops: &mut Vec<Op>) {
     let result = if writes.is_empty() {
         Ok(Vec::new())
     } else {
-        store.write_batch(&writes)
+        let t = Instant::now();
+        let r = store.write_batch(&writes);
+        stats.write_us.observe(micros(t));
+        r
     };
     drop(writes);
     if let Err(e) = &result {
+        stats.write_failures.fetch_add(1, Ordering::Relaxed);
         tracing::error!(error = %e, "offline store write failed");
     }
     let mut seqs = result.as_ref().map(|r| r.iter()).ok();
@@ -242,7 +279,10 @@ fn apply(store: &dyn OfflineStore, ops: &mut Vec<Op>) {
                 limit,
                 reply,
             } => {
-                let _ = reply.send(store.fetch(uid, after, limit, now));
+                let t = Instant::now();
+                let r = store.fetch(uid, after, limit, now);
+                stats.fetch_us.observe(micros(t));
+                let _ = reply.send(r);
             }
             Op::Count { uid, reply } => {
                 let _ = reply.send(store.count(uid));

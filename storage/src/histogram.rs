@@ -1,0 +1,110 @@
+//! A lock-free histogram with fixed buckets, for metrics written by one thread and read by
+//! another (the metrics endpoint sums every shard's at scrape time). Observing is a bucket
+//! search and three relaxed atomic adds.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Fixed-bucket histogram of `u64` observations (in the caller's unit, e.g. microseconds).
+#[derive(Debug)]
+pub struct AtomicHistogram {
+    /// Upper bounds, ascending (the `+Inf` bucket is implicit).
+    bounds: &'static [u64],
+    /// Per-bucket counts, `bounds.len() + 1` long (not cumulative).
+    counts: Box<[AtomicU64]>,
+    sum: AtomicU64,
+}
+
+/// A histogram's contents at one instant, mergeable across shards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistogramSnapshot {
+    pub bounds: &'static [u64],
+    /// Per-bucket counts (not cumulative), `bounds.len() + 1` long.
+    pub counts: Vec<u64>,
+    pub sum: u64,
+}
+
+impl AtomicHistogram {
+    pub fn new(bounds: &'static [u64]) -> Self {
+        Self {
+            bounds,
+            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum: AtomicU64::new(0),
+        }
+    }
+
+    pub fn observe(&self, v: u64) {
+        let i = self.bounds.partition_point(|b| *b < v);
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.sum.fetch_add(v, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> HistogramSnapshot {
+        HistogramSnapshot {
+            bounds: self.bounds,
+            counts: self
+                .counts
+                .iter()
+                .map(|c| c.load(Ordering::Relaxed))
+                .collect(),
+            sum: self.sum.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl HistogramSnapshot {
+    /// Adds another snapshot of a histogram with the same buckets.
+    pub fn merge(&mut self, other: &HistogramSnapshot) {
+        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+            *a += b;
+        }
+        self.sum += other.sum;
+    }
+
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// Cumulative `(upper bound, count)` pairs, the last one `+Inf`, with bounds divided by
+    /// `scale` (e.g. 1e6 to report microseconds as seconds).
+    pub fn cumulative(&self, scale: f64) -> Vec<(f64, u64)> {
+        let mut acc = 0;
+        self.counts
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                acc += c;
+                let bound = self
+                    .bounds
+                    .get(i)
+                    .map_or(f64::INFINITY, |b| *b as f64 / scale);
+                (bound, acc)
+            })
+            .collect()
+    }
+}
+
+/// Latency buckets in microseconds: 50 µs to 30 s.
+pub const LATENCY_US: &[u64] = &[
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000, 5_000_000, 10_000_000, 30_000_000,
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_sum_and_merge() {
+        let h = AtomicHistogram::new(&[10, 100]);
+        for v in [1, 10, 11, 100, 1000] {
+            h.observe(v);
+        }
+        let mut s = h.snapshot();
+        assert_eq!(s.counts, [2, 2, 1]);
+        assert_eq!(s.sum, 1122);
+        s.merge(&h.snapshot());
+        assert_eq!(s.count(), 10);
+        let c = s.cumulative(1.0);
+        assert_eq!(c, [(10.0, 4), (100.0, 8), (f64::INFINITY, 10)]);
+    }
+}
