@@ -18,9 +18,7 @@ use im_storage::OfflineMessage;
 
 use crate::config::Persist;
 use crate::envelope;
-use crate::fanout::{Batch, Uids};
-use crate::groups::split;
-use crate::mailbox::Mail;
+use crate::group_send::{self, Origin};
 use crate::session::{CloseReason, Session};
 use crate::stats::Msg;
 
@@ -296,95 +294,18 @@ async fn commit_direct(s: &Rc<Session>, accepted: Vec<(u32, MsgId, Bytes)>) {
 /// Checks membership, acks, and sends one batch per owner shard.
 async fn commit_group(s: &Rc<Session>, g: GroupPublish) {
     let shard = s.shard.clone();
-    let refused = |code, why| {
-        shard.dedupe.borrow_mut().forget(s.uid, &g.msg_id);
-        refuse(s, &g.msg_id, code, why);
+    let origin = Origin {
+        uid: s.uid,
+        session: Some(s.id),
     };
-    let members = match shard.groups.members(g.gid).await {
-        Ok(m) => m,
-        Err(e) => {
-            tracing::warn!(gid = g.gid, error = %e, "group lookup failed; refusing");
-            return refused(code::SERVER_INTERNAL, "group store unavailable");
+    match group_send::prepare(&shard, origin, g.gid, &g.frame, g.targets.as_deref()).await {
+        Ok(prepared) => {
+            s.send_packet(&g.ack());
+            group_send::route(&shard, prepared).await;
         }
-    };
-    if members.sorted.is_empty() {
-        return refused(code::GROUP_NOT_FOUND, "group not found");
-    }
-    if !members.contains(s.uid) {
-        return refused(code::NOT_IN_GROUP, "sender not in group");
-    }
-    let shards = shard.mesh.shards();
-    let mut parts: Vec<Uids> = match &g.targets {
-        Some(t) => {
-            if !t.iter().all(|u| members.contains(*u)) {
-                return refused(code::NOT_IN_GROUP, "target not in group");
-            }
-            split(t, shards).into_iter().map(Uids::Owned).collect()
-        }
-        None => members
-            .by_shard
-            .iter()
-            .map(|p| Uids::Shared(p.clone()))
-            .collect(),
-    };
-    let to_sender = match &g.targets {
-        Some(t) => t.binary_search(&s.uid).is_ok(),
-        None => true,
-    };
-    let mut seqs: Vec<Option<Vec<u64>>> = (0..shards).map(|_| None).collect();
-    if shard.cfg.delivery.persist == Persist::BeforeAck {
-        // A stored copy for every recipient but the sender, written before the ack.
-        parts = parts
-            .into_iter()
-            .map(|p| Uids::Owned(p.iter().copied().filter(|u| *u != s.uid).collect()))
-            .collect();
-        let expires_at_ms = shard.expiry_ms();
-        let msgs: Vec<OfflineMessage> = parts
-            .iter()
-            .flat_map(|p| p.iter())
-            .map(|&uid| OfflineMessage {
-                uid,
-                frame: g.frame.clone(),
-                expires_at_ms,
-            })
-            .collect();
-        match shard.store.append(msgs).await {
-            Ok(all) => {
-                let mut all = all.into_iter();
-                for (i, p) in parts.iter().enumerate() {
-                    seqs[i] = Some(all.by_ref().take(p.len()).collect());
-                }
-            }
-            Err(e) => {
-                tracing::error!(gid = g.gid, error = %e, "cannot store group message; refusing it");
-                return refused(code::SERVER_INTERNAL, "storage unavailable");
-            }
-        }
-    }
-    s.send_packet(&g.ack());
-    let accepted = Instant::now();
-    shard.stats.message(Msg::Accepted, 1);
-    shard
-        .stats
-        .group_message(g.targets.as_ref().map_or(members.sorted.len(), Vec::len));
-    if to_sender {
-        shard.deliver_except(s.uid, g.frame.clone(), s.id, accepted);
-    }
-    for (i, (uids, seqs)) in parts.into_iter().zip(seqs).enumerate() {
-        if uids.is_empty() {
-            continue;
-        }
-        let batch = Batch {
-            accepted,
-            frame: g.frame.clone(),
-            uids,
-            seqs,
-            exclude: s.uid,
-        };
-        if i == shard.id {
-            shard.fanout(batch);
-        } else {
-            shard.mesh.send(shard.id, i, Mail::Fanout(batch)).await;
+        Err(r) => {
+            shard.dedupe.borrow_mut().forget(s.uid, &g.msg_id);
+            refuse(s, &g.msg_id, r.code, r.why);
         }
     }
 }

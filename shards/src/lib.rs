@@ -15,10 +15,12 @@
 pub mod auth;
 pub mod config;
 mod conn;
+pub mod control;
 mod dedupe;
 mod delivery;
 mod envelope;
 mod fanout;
+mod group_send;
 mod groups;
 mod handoff;
 mod listener;
@@ -161,6 +163,11 @@ impl Server {
             }
         }
         Ok(server)
+    }
+
+    /// The control plane's way into the shards.
+    pub fn control(&self) -> control::ControlHandle {
+        control::ControlHandle::new(self.mesh.clone())
     }
 
     /// Every shard's counters.

@@ -15,6 +15,7 @@ use std::time::Duration;
 use atomic_waker::AtomicWaker;
 use crossbeam_queue::ArrayQueue;
 
+use crate::control::Request;
 use crate::delivery::Delivery;
 use crate::fanout::Batch;
 use crate::handoff::Handoff;
@@ -27,10 +28,12 @@ pub(crate) enum Mail {
     Handoff(Handoff),
     /// A group message for the members this shard owns.
     Fanout(Batch),
+    /// A request from the control plane.
+    Control(Request),
 }
 
 struct Inbox {
-    /// `from[i]`: mail from shard `i`.
+    /// `from[i]`: mail from shard `i`; the last queue is the control plane's.
     from: Vec<ArrayQueue<Mail>>,
     waker: AtomicWaker,
 }
@@ -52,7 +55,7 @@ impl Mesh {
         Self {
             inboxes: (0..shards)
                 .map(|_| Inbox {
-                    from: (0..shards).map(|_| ArrayQueue::new(capacity)).collect(),
+                    from: (0..=shards).map(|_| ArrayQueue::new(capacity)).collect(),
                     waker: AtomicWaker::new(),
                 })
                 .collect(),
@@ -90,6 +93,20 @@ impl Mesh {
         inbox.from[from].push(mail)?;
         inbox.waker.wake();
         Ok(())
+    }
+
+    /// Sends from the control plane (another thread); gives the mail back when full.
+    pub(crate) fn try_send_external(&self, to: usize, mail: Mail) -> Result<(), Mail> {
+        self.try_send(self.shards(), to, mail)
+    }
+
+    /// Mail waiting in every queue.
+    pub fn depth(&self) -> usize {
+        self.inboxes
+            .iter()
+            .flat_map(|i| i.from.iter())
+            .map(ArrayQueue::len)
+            .sum()
     }
 
     /// Sends, waiting while the destination queue is full.

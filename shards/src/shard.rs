@@ -253,6 +253,7 @@ impl Shard {
             Mail::Deliver(d) => self.deliver(d),
             Mail::Handoff(h) => self.attach(h),
             Mail::Fanout(b) => self.fanout(b),
+            Mail::Control(r) => self.handle_control(r),
         }
     }
 
