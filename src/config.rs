@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
+use im_control::ControlConfig;
 use im_shards::config::{
     AuthConfig, DeliveryConfig, GroupsConfig, NetConfig, RuntimeConfig, SessionConfig,
 };
@@ -26,6 +27,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub groups: GroupsConfig,
     pub redis: RedisConfig,
+    pub control: ControlConfig,
     pub storage: StorageConfig,
     pub log: LogConfig,
 }

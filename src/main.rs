@@ -2,6 +2,7 @@
 //! start-up summary, and on SIGTERM/SIGINT shuts down in reverse order (shards first, which
 //! hands every undelivered message to storage, then storage, which makes it durable).
 
+mod api;
 mod cli;
 mod config;
 mod groups;
@@ -111,8 +112,9 @@ fn run(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     let (handle, worker) = StoreHandle::spawn(Arc::new(store), purge)?;
     let control = groups::control_runtime()?;
     let (group_store, group_desc) = groups::open(&cfg, &control)?;
-    let server =
-        Server::start(cfg.core(), handle.clone(), group_store).context("starting shards")?;
+    let server = Server::start(cfg.core(), handle.clone(), group_store.clone())
+        .context("starting shards")?;
+    let api = api::start(&cfg, &control, &server, handle.clone(), group_store)?;
 
     print_summary(&cfg, &server, path.as_deref(), &store_path, &group_desc);
     tracing::info!("imserver ready");
@@ -123,6 +125,7 @@ fn run(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
             "shutting down: closing sessions, storing undelivered messages"
         );
     }
+    api.stop(&control);
     server.shutdown();
     handle.stop();
     worker.join();
@@ -152,6 +155,12 @@ fn print_summary(cfg: &Config, server: &Server, path: Option<&Path>, store: &Pat
         cfg.delivery.retention_days
     );
     println!("  groups     {groups}");
+    if cfg.control.enabled {
+        println!(
+            "  http api   http://{}:{} (/metrics, /healthz, /readyz; admin endpoints need control.admin_secret)",
+            cfg.control.bind, cfg.control.port
+        );
+    }
     println!(
         "  auth       {:?} (HS256 JWT; mint one with `imserver token --uid <uid>`)",
         cfg.auth.mode

@@ -64,20 +64,19 @@ impl HistogramSnapshot {
         self.counts.iter().sum()
     }
 
-    /// Cumulative `(upper bound, count)` pairs, the last one `+Inf`, with bounds divided by
-    /// `scale` (e.g. 1e6 to report microseconds as seconds).
-    pub fn cumulative(&self, scale: f64) -> Vec<(f64, u64)> {
-        let mut acc = 0;
+    /// Per-bucket (not cumulative) `(upper bound, count)` pairs, the last one `+Inf`, with
+    /// bounds divided by `scale` (e.g. 1e6 to report microseconds as seconds). This is the
+    /// form `prometheus-client`'s encoder takes (it accumulates when writing).
+    pub fn buckets(&self, scale: f64) -> Vec<(f64, u64)> {
         self.counts
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                acc += c;
                 let bound = self
                     .bounds
                     .get(i)
                     .map_or(f64::INFINITY, |b| *b as f64 / scale);
-                (bound, acc)
+                (bound, *c)
             })
             .collect()
     }
@@ -104,7 +103,7 @@ mod tests {
         assert_eq!(s.sum, 1122);
         s.merge(&h.snapshot());
         assert_eq!(s.count(), 10);
-        let c = s.cumulative(1.0);
-        assert_eq!(c, [(10.0, 4), (100.0, 8), (f64::INFINITY, 10)]);
+        let c = s.buckets(1.0);
+        assert_eq!(c, [(10.0, 4), (100.0, 4), (f64::INFINITY, 2)]);
     }
 }

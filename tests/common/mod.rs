@@ -14,6 +14,8 @@ use im_protocol::{framing, ClientPacket, MsgId, ServerPacket};
 use im_shards::TokenAuth;
 
 pub const SECRET: &str = "test-secret";
+/// The HTTP API's admin secret in tests.
+pub const ADMIN: &str = "test-admin-secret";
 
 /// Which I/O driver the server under test runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +62,8 @@ pub struct Server {
     child: Option<Child>,
     pub tcp_port: u16,
     pub ws_port: u16,
+    /// The HTTP API.
+    pub http_port: u16,
     pub data_dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
     driver: Driver,
@@ -80,6 +84,7 @@ impl Server {
             child: None,
             tcp_port: 0,
             ws_port: 0,
+            http_port: 0,
             data_dir: tmp.path().join("data"),
             _tmp: Some(tmp),
             driver,
@@ -114,6 +119,7 @@ impl Server {
         for attempt in 0..5 {
             self.tcp_port = free_port();
             self.ws_port = free_port();
+            self.http_port = free_port();
             let mut cmd = Command::new(env!("CARGO_BIN_EXE_imserver"));
             cmd.args([
                 "--config",
@@ -129,6 +135,8 @@ impl Server {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .env("IMSERVER_AUTH__SECRET", SECRET)
+            .env("IMSERVER_CONTROL__PORT", self.http_port.to_string())
+            .env("IMSERVER_CONTROL__ADMIN_SECRET", ADMIN)
             .env("IMSERVER_RUNTIME__PIN_CORES", "false")
             .env("IMSERVER_SESSION__CLOSE_LINGER_MS", "200")
             .env("RUST_LOG", "warn")

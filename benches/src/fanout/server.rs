@@ -42,6 +42,7 @@ fn start_server(bin: &PathBuf, data: &std::path::Path, port: u16, ws: u16, chunk
         .arg("--data-dir")
         .arg(data)
         .env("IMSERVER_AUTH__SECRET", SECRET)
+        .env("IMSERVER_CONTROL__ENABLED", "false")
         .env("IMSERVER_DELIVERY__REDELIVERY_INTERVAL_MS", "30000")
         .env("IMSERVER_GROUPS__FANOUT_CHUNK", chunk.to_string())
         .env("RUST_LOG", "warn")
