@@ -112,7 +112,8 @@ fn run(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     let (handle, worker) = StoreHandle::spawn(Arc::new(store), purge)?;
     let control = groups::control_runtime()?;
     let (group_store, group_desc) = groups::open(&cfg, &control)?;
-    let server = Server::start(cfg.core(), handle.clone(), group_store.clone())
+    let callback = auth_callback(&cfg, &control)?;
+    let server = Server::start(cfg.core(), handle.clone(), group_store.clone(), callback)
         .context("starting shards")?;
     let api = api::start(&cfg, &control, &server, handle.clone(), group_store)?;
 
@@ -132,6 +133,24 @@ fn run(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     control.shutdown_timeout(Duration::from_secs(1));
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The HTTP authentication callback client when `auth.mode = "http"`.
+fn auth_callback(
+    cfg: &Config,
+    rt: &tokio::runtime::Runtime,
+) -> anyhow::Result<Option<Arc<dyn im_shards::callback::AuthCallback>>> {
+    if cfg.auth.mode != im_shards::config::AuthMode::Http {
+        return Ok(None);
+    }
+    let a = &cfg.auth;
+    let cb = im_control::callback::HttpCallback::new(
+        &a.http_url,
+        Duration::from_millis(a.http_timeout_ms),
+        a.http_max_inflight,
+        rt.handle().clone(),
+    )?;
+    Ok(Some(Arc::new(cb)))
 }
 
 fn print_summary(cfg: &Config, server: &Server, path: Option<&Path>, store: &Path, groups: &str) {
@@ -161,10 +180,15 @@ fn print_summary(cfg: &Config, server: &Server, path: Option<&Path>, store: &Pat
             cfg.control.bind, cfg.control.port
         );
     }
-    println!(
-        "  auth       {:?} (HS256 JWT; mint one with `imserver token --uid <uid>`)",
-        cfg.auth.mode
-    );
+    match cfg.auth.mode {
+        im_shards::config::AuthMode::Token => println!(
+            "  auth       token (HS256 JWT; mint one with `imserver token --uid <uid>` or POST /auth/user_token)"
+        ),
+        im_shards::config::AuthMode::Http => println!(
+            "  auth       http callback {} (timeout {} ms, {} in flight)",
+            cfg.auth.http_url, cfg.auth.http_timeout_ms, cfg.auth.http_max_inflight
+        ),
+    }
     println!(
         "  delivery   envelope {:?}, redelivery every {} ms x{}, duplicate login {:?}",
         cfg.delivery.envelope,

@@ -10,6 +10,7 @@
 //! - `GET /healthz`, `GET /readyz`, `GET /metrics` — open, everything else needs the admin
 //!   secret (`token: <secret>` as OpenIM clients send it, or `Authorization: Bearer <secret>`).
 
+pub mod callback;
 mod groups;
 mod health;
 pub mod metrics;

@@ -196,6 +196,8 @@ impl Default for DeliveryConfig {
 pub enum AuthMode {
     /// Username = decimal uid, Password = HS256 JWT signed with `secret`.
     Token,
+    /// The seed's HTTP callback: form POST to `http_url`, JSON `pass` + `uid` or `denied`.
+    Http,
 }
 
 /// Authentication.
@@ -207,6 +209,12 @@ pub struct AuthConfig {
     pub secret: String,
     /// Lifetime of tokens minted by `imserver token`, in seconds.
     pub token_ttl_secs: u64,
+    /// `mode = "http"`: the callback URL (http://; TLS callbacks are not supported).
+    pub http_url: String,
+    /// `mode = "http"`: a call not answered within this time answers CONNECT_ACK 4.
+    pub http_timeout_ms: u64,
+    /// `mode = "http"`: calls in flight at once; beyond this CONNECT_ACK 4.
+    pub http_max_inflight: usize,
 }
 
 impl Default for AuthConfig {
@@ -215,6 +223,9 @@ impl Default for AuthConfig {
             mode: AuthMode::Token,
             secret: "change-me-im-secret".into(),
             token_ttl_secs: 7 * 24 * 3600,
+            http_url: String::new(),
+            http_timeout_ms: 3000,
+            http_max_inflight: 256,
         }
     }
 }
@@ -265,7 +276,7 @@ impl Default for GroupsConfig {
 impl CoreConfig {
     /// Checks limits; the message names the offending field.
     pub fn validate(&self) -> Result<(), String> {
-        let checks: [(bool, &str); 11] = [
+        let checks: [(bool, &str); 12] = [
             (
                 self.net.max_frame >= 64,
                 "net.max_frame must be at least 64",
@@ -305,6 +316,11 @@ impl CoreConfig {
             (
                 self.groups.fanout_chunk >= 1 && self.groups.fanout_backlog >= 1,
                 "groups.fanout_chunk and groups.fanout_backlog must be >= 1",
+            ),
+            (
+                self.auth.mode != AuthMode::Http
+                    || (self.auth.http_url.starts_with("http://") && self.auth.http_max_inflight >= 1),
+                "auth.mode = \"http\" needs auth.http_url (http://...) and auth.http_max_inflight >= 1",
             ),
             (
                 self.groups.cache_max_groups >= 1,

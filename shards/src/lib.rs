@@ -13,6 +13,7 @@
 //! sender's and on the members' shards), [`shard`] (users, routing, lifecycle).
 
 pub mod auth;
+pub mod callback;
 pub mod config;
 mod conn;
 pub mod control;
@@ -37,6 +38,7 @@ use std::thread::JoinHandle;
 use im_storage::{GroupStore, StoreHandle};
 
 pub use crate::auth::TokenAuth;
+use crate::callback::AuthCallback;
 pub use crate::config::{CoreConfig, Driver};
 pub use crate::delivery::code as pub_err_code;
 pub use crate::envelope::json_payload;
@@ -102,7 +104,13 @@ impl Server {
         cfg: CoreConfig,
         store: StoreHandle,
         groups: Arc<dyn GroupStore>,
+        callback: Option<Arc<dyn AuthCallback>>,
     ) -> Result<Server, StartError> {
+        if cfg.auth.mode == config::AuthMode::Http && callback.is_none() {
+            return Err(StartError::Config(
+                "auth.mode = \"http\" needs an authentication callback".into(),
+            ));
+        }
         cfg.validate().map_err(StartError::Config)?;
         let driver = resolve_driver(cfg.runtime.driver)?;
         if cfg.runtime.driver == Driver::Auto && driver == ActiveDriver::Epoll {
@@ -116,6 +124,7 @@ impl Server {
             mesh: mesh.clone(),
             store,
             groups,
+            callback,
             stats: (0..shards).map(|_| Arc::default()).collect(),
         });
         let cores = core_affinity::get_core_ids().unwrap_or_default();

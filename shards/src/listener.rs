@@ -16,6 +16,8 @@ use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::{ListenerOpts, TcpListener, TcpStream};
 
+use crate::callback::Verdict;
+use crate::config::AuthMode;
 use crate::conn::{finish, refuse_and_close};
 use crate::handoff::Handoff;
 use crate::mailbox::{owner_of, Mail};
@@ -103,16 +105,34 @@ async fn pre_auth(shard: Rc<Shard>, mut stream: TcpStream, kind: TransportKind) 
             return refuse_and_close(stream, kind, Some(ServerPacket::InvalidPacket), linger).await;
         }
     };
-    let uid = match shard.auth.verify(username, password) {
-        Ok(uid) => uid,
-        Err(e) => {
-            tracing::debug!(error = %e, "authentication failed");
-            shard.stats.auth_failed(&e);
-            let nack = ServerPacket::ConnectAck {
-                code: connack::BAD_CREDENTIALS,
-            };
-            return refuse_and_close(stream, kind, Some(nack), linger).await;
+    let nack = |code| Some(ServerPacket::ConnectAck { code });
+    let uid = match (&shard.callback, shard.cfg.auth.mode) {
+        (Some(cb), AuthMode::Http) => {
+            match cb.check(username.to_vec(), password.to_vec(), role).await {
+                Verdict::Pass(uid) => uid,
+                Verdict::Denied => {
+                    tracing::debug!("authentication callback denied");
+                    shard.stats.callback_failed(true);
+                    let n = nack(connack::BAD_CREDENTIALS);
+                    return refuse_and_close(stream, kind, n, linger).await;
+                }
+                Verdict::Unavailable(why) => {
+                    tracing::warn!(%why, "authentication callback failed; CONNECT_ACK 4");
+                    shard.stats.callback_failed(false);
+                    let n = nack(connack::UNAVAILABLE);
+                    return refuse_and_close(stream, kind, n, linger).await;
+                }
+            }
         }
+        _ => match shard.auth.verify(username, password) {
+            Ok(uid) => uid,
+            Err(e) => {
+                tracing::debug!(error = %e, "authentication failed");
+                shard.stats.auth_failed(&e);
+                let n = nack(connack::BAD_CREDENTIALS);
+                return refuse_and_close(stream, kind, n, linger).await;
+            }
+        },
     };
     // Detach the socket from this shard's driver; the owner shard adopts it.
     let fd = stream.into_raw_fd();

@@ -23,6 +23,7 @@ use monoio::io::Splitable;
 use monoio::net::TcpStream;
 
 use crate::auth::TokenAuth;
+use crate::callback::AuthCallback;
 use crate::config::{CoreConfig, DuplicateLogin};
 use crate::conn::{self, refuse_and_close};
 use crate::dedupe::Dedupe;
@@ -44,6 +45,8 @@ pub struct Shared {
     pub store: StoreHandle,
     pub auth: Arc<TokenAuth>,
     pub groups: Arc<dyn GroupStore>,
+    /// The HTTP authentication callback (`auth.mode = "http"`).
+    pub callback: Option<Arc<dyn AuthCallback>>,
     /// Counters, one set per shard.
     pub stats: Vec<Arc<ShardStats>>,
 }
@@ -54,6 +57,7 @@ pub(crate) struct Shard {
     pub mesh: Arc<Mesh>,
     pub store: StoreHandle,
     pub auth: Arc<TokenAuth>,
+    pub callback: Option<Arc<dyn AuthCallback>>,
     pub dedupe: RefCell<Dedupe>,
     pub groups: GroupCache,
     pub fanout: Fanout,
@@ -71,6 +75,7 @@ impl Shard {
             mesh: shared.mesh.clone(),
             store: shared.store.clone(),
             auth: shared.auth.clone(),
+            callback: shared.callback.clone(),
             dedupe: RefCell::new(Dedupe::new(Duration::from_millis(
                 shared.cfg.delivery.dedupe_window_ms,
             ))),

@@ -23,7 +23,14 @@ pub const REFUSAL_CODES: [u32; 5] = [
 pub const TRANSPORTS: [&str; 2] = ["tcp", "ws"];
 
 /// Why a CONNECT was refused, in the order of the per-reason counters.
-pub const AUTH_FAILURES: [&str; 4] = ["bad_username", "bad_token", "expired", "subject_mismatch"];
+pub const AUTH_FAILURES: [&str; 6] = [
+    "bad_username",
+    "bad_token",
+    "expired",
+    "subject_mismatch",
+    "callback_denied",
+    "callback_unavailable",
+];
 
 /// Fan-out size buckets (recipients per group message).
 pub const FANOUT_SIZES: &[u64] = &[
@@ -64,7 +71,7 @@ pub const MSG_KINDS: [(Msg, &str); 6] = [
 pub struct ShardStats {
     connections: [AtomicI64; 2],
     connects: AtomicU64,
-    auth_failures: [AtomicU64; 4],
+    auth_failures: [AtomicU64; AUTH_FAILURES.len()],
     packets_in: [AtomicU64; COMMANDS],
     packets_out: [AtomicU64; COMMANDS],
     messages: [AtomicU64; 6],
@@ -120,6 +127,11 @@ impl ShardStats {
             AuthError::SubjectMismatch => 3,
         };
         bump(&self.auth_failures[i]);
+    }
+
+    /// The HTTP callback refused (`denied`) or could not decide.
+    pub(crate) fn callback_failed(&self, denied: bool) {
+        bump(&self.auth_failures[if denied { 4 } else { 5 }]);
     }
 
     pub(crate) fn packet_in(&self, cmd: u8) {
