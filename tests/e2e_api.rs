@@ -28,27 +28,24 @@ fn call(
 ) -> (u16, Value) {
     let url = format!("http://127.0.0.1:{}{path}", srv.http_port);
     let a = agent();
-    let mut resp = match (method, body) {
-        ("GET", _) => {
-            let mut r = a.get(&url);
+    let mut resp = match method {
+        "GET" | "DELETE" => {
+            let mut r = if method == "GET" {
+                a.get(&url)
+            } else {
+                a.delete(&url)
+            };
             if let Some(s) = admin {
                 r = r.header("token", s);
             }
             r.call()
         }
-        ("DELETE", _) => {
-            let mut r = a.delete(&url);
-            if let Some(s) = admin {
-                r = r.header("token", s);
-            }
-            r.call()
-        }
-        (_, b) => {
+        _ => {
             let mut r = a.post(&url);
             if let Some(s) = admin {
                 r = r.header("token", s);
             }
-            r.send_json(b.unwrap_or(json!({})))
+            r.send_json(body.unwrap_or(json!({})))
         }
     }
     .expect("http request");

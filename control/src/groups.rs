@@ -113,11 +113,7 @@ pub async fn add(
     Path(gid): Path<u32>,
     b: Body<MembersRequest>,
 ) -> ApiResult {
-    require_admin(&st, &headers)?;
-    let req = body(b)?;
-    check_uids(&req.uids)?;
-    let n = st.groups.add(gid, req.uids).await?;
-    Ok(ok(json!({"gid": gid, "added": n})))
+    edit_members(&st, &headers, gid, b, true).await
 }
 
 /// `POST /groups/{gid}/members/remove` `{uids}` → `{removed}`.
@@ -127,9 +123,24 @@ pub async fn remove(
     Path(gid): Path<u32>,
     b: Body<MembersRequest>,
 ) -> ApiResult {
-    require_admin(&st, &headers)?;
+    edit_members(&st, &headers, gid, b, false).await
+}
+
+async fn edit_members(
+    st: &crate::AppState,
+    headers: &HeaderMap,
+    gid: u32,
+    b: Body<MembersRequest>,
+    add: bool,
+) -> ApiResult {
+    require_admin(st, headers)?;
     let req = body(b)?;
     check_uids(&req.uids)?;
-    let n = st.groups.remove(gid, req.uids).await?;
-    Ok(ok(json!({"gid": gid, "removed": n})))
+    if add {
+        let n = st.groups.add(gid, req.uids).await?;
+        Ok(ok(json!({"gid": gid, "added": n})))
+    } else {
+        let n = st.groups.remove(gid, req.uids).await?;
+        Ok(ok(json!({"gid": gid, "removed": n})))
+    }
 }
