@@ -200,6 +200,13 @@ fn server_side_send_reaches_online_offline_and_groups() {
             (7, "to the group".to_string())
         );
     }
+    // A retried request with the same msgID is accepted again but delivered once.
+    let again =
+        json!({"recvID": 5, "content": "once", "msgID": "ffffffffffffffffffffffffffffffff"});
+    admin(&srv, "POST", "/msg/send", Some(again.clone()));
+    admin(&srv, "POST", "/msg/send", Some(again));
+    assert_eq!(content(&c5.recv_push_ack().1), "once");
+    c5.expect_silence(Duration::from_millis(300));
     // Refusals map to codes.
     let (status, v) = call(
         &srv,

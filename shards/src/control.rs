@@ -158,11 +158,28 @@ impl Shard {
                 );
             }
             Request::Send { msg, reply } => {
+                // A retried request (same sender and msgID within the dedupe window) is
+                // accepted again but not delivered again, as for a client PUBLISH. Requests
+                // for one recipient (or group) always land on the same shard, so its window
+                // sees every retry.
+                let (from, id) = (msg.from, msg.msg_id);
+                if !self
+                    .dedupe
+                    .borrow_mut()
+                    .first_time(from, &id, Instant::now())
+                {
+                    let _ = reply.send(Ok(()));
+                    return;
+                }
                 let shard = self.clone();
                 // Counted before the task starts, so shutdown waits for it.
                 shard.mesh.route_started();
                 monoio::spawn(async move {
                     let r = system_send(&shard, msg).await;
+                    if let Err(ControlError::Refused { code, .. }) = &r {
+                        shard.dedupe.borrow_mut().forget(from, &id);
+                        shard.stats.refused(*code);
+                    }
                     shard.mesh.route_done();
                     let _ = reply.send(r);
                 });
