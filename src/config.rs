@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use im_control::ControlConfig;
 use im_shards::config::{
-    AuthConfig, DeliveryConfig, GroupsConfig, NetConfig, RuntimeConfig, SessionConfig,
+    AuthConfig, DeliveryConfig, GroupsConfig, NetConfig, RuntimeConfig, SessionConfig, TlsConfig,
 };
 use im_shards::CoreConfig;
 use im_storage::RedisConfig;
@@ -26,6 +26,7 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     pub auth: AuthConfig,
     pub groups: GroupsConfig,
+    pub tls: TlsConfig,
     pub redis: RedisConfig,
     pub control: ControlConfig,
     pub storage: StorageConfig,
@@ -96,6 +97,7 @@ impl Config {
             delivery: self.delivery.clone(),
             auth: self.auth.clone(),
             groups: self.groups.clone(),
+            tls: self.tls.clone(),
         }
     }
 }

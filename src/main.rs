@@ -167,6 +167,18 @@ fn print_summary(cfg: &Config, server: &Server, path: Option<&Path>, store: &Pat
     println!("  driver     {}", server.driver.name());
     println!("  tcp        {}:{}", c.bind, c.tcp_port);
     println!("  websocket  ws://{}:{}{}", c.bind, c.ws_port, c.ws_path);
+    if cfg.tls.enabled {
+        let t = &cfg.tls;
+        println!(
+            "  tls        wss://{}:{}{} and TCP+TLS {}:{} (cert {})",
+            c.bind,
+            t.wss_port,
+            t.wss_path,
+            c.bind,
+            t.tcp_port,
+            t.cert_path.display()
+        );
+    }
     println!(
         "  storage    embedded redb at {} (persist: {:?}, retention {} days)",
         store.display(),

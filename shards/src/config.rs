@@ -14,6 +14,34 @@ pub struct CoreConfig {
     pub delivery: DeliveryConfig,
     pub auth: AuthConfig,
     pub groups: GroupsConfig,
+    pub tls: TlsConfig,
+}
+
+/// TLS listeners: `wss://HOST:wss_port{wss_path}` and TCP+TLS on `tcp_port`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    pub enabled: bool,
+    /// PEM certificate chain.
+    pub cert_path: std::path::PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_path: std::path::PathBuf,
+    pub wss_port: u16,
+    pub wss_path: String,
+    pub tcp_port: u16,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            cert_path: Default::default(),
+            key_path: Default::default(),
+            wss_port: 8443,
+            wss_path: "/wss".into(),
+            tcp_port: 19443,
+        }
+    }
 }
 
 /// Listeners and framing.

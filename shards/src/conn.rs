@@ -8,14 +8,14 @@
 //!   session's timers between writes, and on `Out::Close` flushes, half-closes, lingers so
 //!   the client can read the last packet, then shuts the socket down.
 
+use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use im_protocol::ServerPacket;
 use local_sync::mpsc::unbounded::Rx;
 use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf};
-use monoio::net::TcpStream;
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 
 use crate::delivery::{self, Accepted};
 use crate::session::{CloseReason, Out, Session};
@@ -29,7 +29,7 @@ const WRITE_BATCH: usize = 64 * 1024;
 
 pub(crate) async fn read_loop(
     s: Rc<Session>,
-    mut rd: OwnedReadHalf<TcpStream>,
+    mut rd: impl AsyncReadRent,
     mut buf: Vec<u8>,
     mut framing: Framing,
 ) {
@@ -113,7 +113,7 @@ async fn discard_until_eof(rd: &mut impl AsyncReadRent, mut buf: Vec<u8>) {
     }
 }
 
-pub(crate) async fn write_loop(s: Rc<Session>, mut wr: OwnedWriteHalf<TcpStream>, mut rx: Rx<Out>) {
+pub(crate) async fn write_loop(s: Rc<Session>, mut wr: impl AsyncWriteRent, mut rx: Rx<Out>) {
     let cfg = &s.shard.cfg;
     let framing = Framing::new(s.kind);
     let tick = tick_period(&s);
@@ -204,8 +204,10 @@ pub(crate) fn shutdown(fd: std::os::fd::RawFd, how: libc::c_int) {
 }
 
 /// Writes one packet on a connection that has no session (pre-auth refusals), then closes.
+/// `fd` is the stream's socket.
 pub(crate) async fn refuse_and_close(
-    mut stream: TcpStream,
+    mut stream: impl AsyncReadRent + AsyncWriteRent,
+    fd: RawFd,
     kind: TransportKind,
     packet: Option<ServerPacket<'_>>,
     linger: Duration,
@@ -219,13 +221,12 @@ pub(crate) async fn refuse_and_close(
     if !out.is_empty() {
         let _ = monoio::time::timeout(linger, stream.write_all(out)).await;
     }
-    finish(stream, linger).await;
+    finish(stream, fd, linger).await;
 }
 
 /// Half-closes, drains input briefly so our last bytes are not lost to a reset, closes.
-pub(crate) async fn finish(mut stream: TcpStream, linger: Duration) {
-    use std::os::fd::AsRawFd;
-    shutdown(stream.as_raw_fd(), libc::SHUT_WR);
+pub(crate) async fn finish(mut stream: impl AsyncReadRent, fd: RawFd, linger: Duration) {
+    shutdown(fd, libc::SHUT_WR);
     let drain = discard_until_eof(&mut stream, Vec::with_capacity(512));
     let _ = monoio::time::timeout(linger, drain).await;
 }

@@ -30,6 +30,7 @@ mod offline;
 mod session;
 mod shard;
 pub mod stats;
+pub mod tls;
 mod transport;
 
 use std::sync::Arc;
@@ -116,6 +117,13 @@ impl Server {
         if cfg.runtime.driver == Driver::Auto && driver == ActiveDriver::Epoll {
             tracing::warn!("io_uring is not available here; falling back to epoll");
         }
+        let tls = if cfg.tls.enabled {
+            let t = tls::server_config(&cfg.tls.cert_path, &cfg.tls.key_path)
+                .map_err(|e| StartError::Config(e.to_string()))?;
+            Some(t)
+        } else {
+            None
+        };
         let shards = cfg.shard_count();
         let mesh = Arc::new(Mesh::new(shards, MAILBOX_CAPACITY));
         let shared = Arc::new(Shared {
@@ -125,6 +133,7 @@ impl Server {
             store,
             groups,
             callback,
+            tls,
             stats: (0..shards).map(|_| Arc::default()).collect(),
         });
         let cores = core_affinity::get_core_ids().unwrap_or_default();

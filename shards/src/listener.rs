@@ -5,7 +5,7 @@
 //! CONNECT, authenticate, then detach the socket from this shard's driver and hand it to the
 //! owner shard of the user. Nothing here touches per-user state.
 
-use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -13,15 +13,16 @@ use im_protocol::packet::connack;
 use im_protocol::ws::{self, Handshake};
 use im_protocol::{ClientPacket, ServerPacket};
 use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::{ListenerOpts, TcpListener, TcpStream};
 
 use crate::callback::Verdict;
 use crate::config::AuthMode;
 use crate::conn::{finish, refuse_and_close};
-use crate::handoff::Handoff;
+use crate::handoff::{Arrival, Handoff};
 use crate::mailbox::{owner_of, Mail};
 use crate::shard::Shard;
+use crate::tls::{PreTls, TlsState};
 use crate::transport::{Event, Framing, TransportKind};
 
 /// Binds a listener with SO_REUSEPORT (every shard binds the same port).
@@ -47,7 +48,11 @@ pub(crate) async fn accept_loop(
             _ = &mut stop => break,
         };
         match accepted {
+            Ok((stream, _peer)) if kind.is_tls() => {
+                monoio::spawn(pre_auth_tls(shard.clone(), stream, kind));
+            }
             Ok((stream, _peer)) => {
+                let _ = stream.set_nodelay(true);
                 monoio::spawn(pre_auth(shard.clone(), stream, kind));
             }
             Err(e) => {
@@ -72,8 +77,46 @@ enum Refusal {
     Invalid,
 }
 
-async fn pre_auth(shard: Rc<Shard>, mut stream: TcpStream, kind: TransportKind) {
+/// A connection before authentication: plain TCP, or TLS after its handshake.
+pub(crate) trait PreAuthIo: AsyncReadRent + AsyncWriteRent + AsRawFd + 'static {
+    /// Gives up the socket (and the TLS session state) for the owner shard.
+    fn detach(self) -> (TcpStream, Option<TlsState>);
+}
+
+impl PreAuthIo for TcpStream {
+    fn detach(self) -> (TcpStream, Option<TlsState>) {
+        (self, None)
+    }
+}
+
+impl PreAuthIo for PreTls {
+    fn detach(self) -> (TcpStream, Option<TlsState>) {
+        let (tcp, st) = self.into_parts();
+        (tcp, Some(st))
+    }
+}
+
+/// A TLS connection: handshake (within the CONNECT timeout), then as any other.
+async fn pre_auth_tls(shard: Rc<Shard>, stream: TcpStream, kind: TransportKind) {
     let _ = stream.set_nodelay(true);
+    let Some(cfg) = shard.tls.clone() else { return };
+    let timeout = Duration::from_millis(shard.cfg.session.connect_timeout_ms);
+    let mut pre = match PreTls::new(stream, cfg) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start a TLS session");
+            return;
+        }
+    };
+    match monoio::time::timeout(timeout, pre.handshake()).await {
+        Ok(Ok(())) => pre_auth(shard, pre, kind).await,
+        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!("TLS handshake timed out"),
+    }
+}
+
+async fn pre_auth(shard: Rc<Shard>, mut stream: impl PreAuthIo, kind: TransportKind) {
+    let fd = stream.as_raw_fd();
     let cfg = &shard.cfg;
     let linger = Duration::from_millis(cfg.session.close_linger_ms);
     let timeout = Duration::from_millis(cfg.session.connect_timeout_ms);
@@ -82,10 +125,11 @@ async fn pre_auth(shard: Rc<Shard>, mut stream: TcpStream, kind: TransportKind) 
         Ok(Ok(x)) => x,
         Ok(Err(Refusal::Http(resp))) => {
             let _ = monoio::time::timeout(linger, stream.write_all(resp)).await;
-            return finish(stream, linger).await;
+            return finish(stream, fd, linger).await;
         }
         Ok(Err(Refusal::Invalid)) => {
-            return refuse_and_close(stream, kind, Some(ServerPacket::InvalidPacket), linger).await;
+            return refuse_and_close(stream, fd, kind, Some(ServerPacket::InvalidPacket), linger)
+                .await;
         }
         Ok(Err(Refusal::Silent)) | Err(_) => return,
     };
@@ -98,11 +142,12 @@ async fn pre_auth(shard: Rc<Shard>, mut stream: TcpStream, kind: TransportKind) 
         }) => (username, password, role.unwrap_or(0), flags.unwrap_or(0)),
         Ok(_) => {
             tracing::debug!("first packet is not CONNECT");
-            return refuse_and_close(stream, kind, None, linger).await;
+            return refuse_and_close(stream, fd, kind, None, linger).await;
         }
         Err(e) => {
             tracing::debug!(error = %e, "malformed CONNECT");
-            return refuse_and_close(stream, kind, Some(ServerPacket::InvalidPacket), linger).await;
+            return refuse_and_close(stream, fd, kind, Some(ServerPacket::InvalidPacket), linger)
+                .await;
         }
     };
     let nack = |code| Some(ServerPacket::ConnectAck { code });
@@ -114,13 +159,13 @@ async fn pre_auth(shard: Rc<Shard>, mut stream: TcpStream, kind: TransportKind) 
                     tracing::debug!("authentication callback denied");
                     shard.stats.callback_failed(true);
                     let n = nack(connack::BAD_CREDENTIALS);
-                    return refuse_and_close(stream, kind, n, linger).await;
+                    return refuse_and_close(stream, fd, kind, n, linger).await;
                 }
                 Verdict::Unavailable(why) => {
                     tracing::warn!(%why, "authentication callback failed; CONNECT_ACK 4");
                     shard.stats.callback_failed(false);
                     let n = nack(connack::UNAVAILABLE);
-                    return refuse_and_close(stream, kind, n, linger).await;
+                    return refuse_and_close(stream, fd, kind, n, linger).await;
                 }
             }
         }
@@ -130,21 +175,25 @@ async fn pre_auth(shard: Rc<Shard>, mut stream: TcpStream, kind: TransportKind) 
                 tracing::debug!(error = %e, "authentication failed");
                 shard.stats.auth_failed(&e);
                 let n = nack(connack::BAD_CREDENTIALS);
-                return refuse_and_close(stream, kind, n, linger).await;
+                return refuse_and_close(stream, fd, kind, n, linger).await;
             }
         },
     };
     // Detach the socket from this shard's driver; the owner shard adopts it.
-    let fd = stream.into_raw_fd();
+    let (tcp, tls) = stream.detach();
+    let fd = tcp.into_raw_fd();
     // SAFETY: `into_raw_fd` gave us sole ownership of this open socket descriptor.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let handoff = Handoff {
         fd,
-        framing,
-        leftover,
-        uid,
-        role,
-        flags,
+        tls,
+        session: Arrival {
+            framing,
+            leftover,
+            uid,
+            role,
+            flags,
+        },
     };
     let owner = owner_of(uid, shard.mesh.shards());
     if owner == shard.id {
@@ -160,16 +209,20 @@ async fn pre_auth(shard: Rc<Shard>, mut stream: TcpStream, kind: TransportKind) 
 /// Reads until the first packet is complete. Returns it with any bytes after it.
 async fn read_first_packet(
     shard: &Shard,
-    stream: &mut TcpStream,
+    stream: &mut impl PreAuthIo,
     kind: TransportKind,
 ) -> Result<(Vec<u8>, Vec<u8>, Framing), Refusal> {
     // CONNECT is small: an unauthenticated peer never makes us buffer a large frame.
     let max = shard.cfg.net.max_frame.min(PRE_AUTH_MAX_FRAME);
     let mut buf = Vec::with_capacity(512);
-    if kind == TransportKind::Ws {
+    if kind.is_ws() {
         loop {
             read_more(stream, &mut buf).await?;
-            match ws::server_handshake(&buf, &shard.cfg.net.ws_path) {
+            let path = match kind {
+                TransportKind::Wss => &shard.cfg.tls.wss_path,
+                _ => &shard.cfg.net.ws_path,
+            };
+            match ws::server_handshake(&buf, path) {
                 Ok(None) => continue,
                 Ok(Some(Handshake::Upgrade { response, consumed })) => {
                     let (res, _) = stream.write_all(response).await;
@@ -214,7 +267,7 @@ async fn read_first_packet(
     }
 }
 
-async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(), Refusal> {
+async fn read_more(stream: &mut impl AsyncReadRent, buf: &mut Vec<u8>) -> Result<(), Refusal> {
     if buf.capacity() - buf.len() < 256 {
         buf.reserve(buf.len().max(512));
     }

@@ -413,7 +413,7 @@ impl Session {
             }
             let _ = self.out.send(out);
         }
-        if self.kind == TransportKind::Ws && reason != CloseReason::WsClose {
+        if self.kind.is_ws() && reason != CloseReason::WsClose {
             let mut frame = Vec::with_capacity(4);
             let code: u16 = if reason == CloseReason::InvalidPacket {
                 1002

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use im_protocol::packet::connack;
 use im_protocol::ServerPacket;
 use im_storage::{now_ms, GroupStore, OfflineMessage, StoreHandle};
-use monoio::io::Splitable;
+use monoio::io::{AsyncReadRent, AsyncWriteRent, Split, Splitable};
 use monoio::net::TcpStream;
 
 use crate::auth::TokenAuth;
@@ -30,12 +30,13 @@ use crate::dedupe::Dedupe;
 use crate::delivery::Delivery;
 use crate::fanout::{self, Fanout};
 use crate::groups::GroupCache;
-use crate::handoff::Handoff;
+use crate::handoff::{Arrival, Handoff};
 use crate::listener;
 use crate::mailbox::{owner_of, Mail, Mesh};
 use crate::offline;
 use crate::session::{CloseReason, Session, Tracked};
 use crate::stats::{Msg, ShardStats};
+use crate::tls;
 use crate::transport::TransportKind;
 
 /// What every shard shares (read-only) with the others.
@@ -47,6 +48,8 @@ pub struct Shared {
     pub groups: Arc<dyn GroupStore>,
     /// The HTTP authentication callback (`auth.mode = "http"`).
     pub callback: Option<Arc<dyn AuthCallback>>,
+    /// TLS settings when `tls.enabled`.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Counters, one set per shard.
     pub stats: Vec<Arc<ShardStats>>,
 }
@@ -58,6 +61,7 @@ pub(crate) struct Shard {
     pub store: StoreHandle,
     pub auth: Arc<TokenAuth>,
     pub callback: Option<Arc<dyn AuthCallback>>,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     pub dedupe: RefCell<Dedupe>,
     pub groups: GroupCache,
     pub fanout: Fanout,
@@ -76,6 +80,7 @@ impl Shard {
             store: shared.store.clone(),
             auth: shared.auth.clone(),
             callback: shared.callback.clone(),
+            tls: shared.tls.clone(),
             dedupe: RefCell::new(Dedupe::new(Duration::from_millis(
                 shared.cfg.delivery.dedupe_window_ms,
             ))),
@@ -176,9 +181,12 @@ impl Shard {
 
     /// Adopts an authenticated connection for a user this shard owns.
     pub fn attach(self: &Rc<Self>, h: Handoff) {
-        let std_stream = std::net::TcpStream::from(h.fd);
-        let linger = Duration::from_millis(self.cfg.session.close_linger_ms);
-        let kind = h.framing.kind;
+        let Handoff {
+            fd,
+            tls,
+            session: mut h,
+        } = h;
+        let std_stream = std::net::TcpStream::from(fd);
         let stream = match std_stream
             .set_nonblocking(true)
             .and_then(|_| TcpStream::from_std(std_stream))
@@ -189,9 +197,26 @@ impl Shard {
                 return;
             }
         };
+        let fd = stream.as_raw_fd();
+        match tls {
+            None => self.adopt(stream, fd, h),
+            Some(st) => match tls::resume(stream, st, &mut h.leftover) {
+                Ok(t) => self.adopt(t, fd, h),
+                Err(e) => tracing::debug!(error = %e, "TLS session could not be resumed"),
+            },
+        }
+    }
+
+    fn adopt<S>(self: &Rc<Self>, stream: S, fd: std::os::fd::RawFd, h: Arrival)
+    where
+        S: AsyncReadRent + AsyncWriteRent + Split + 'static,
+    {
+        let linger = Duration::from_millis(self.cfg.session.close_linger_ms);
+        let kind = h.framing.kind;
         if self.stopping.get() {
             monoio::spawn(refuse_and_close(
                 stream,
+                fd,
                 kind,
                 Some(ServerPacket::ConnectAck {
                     code: connack::UNAVAILABLE,
@@ -206,7 +231,7 @@ impl Shard {
                 let nack = ServerPacket::ConnectAck {
                     code: connack::DUPLICATE,
                 };
-                monoio::spawn(refuse_and_close(stream, kind, Some(nack), linger));
+                monoio::spawn(refuse_and_close(stream, fd, kind, Some(nack), linger));
                 return;
             }
             DuplicateLogin::KickOld => existing.iter().for_each(|s| s.close(CloseReason::Kicked)),
@@ -228,7 +253,7 @@ impl Shard {
             h.role,
             h.flags & im_protocol::packet::FLAG_EXTENSIONS != 0,
             kind,
-            stream.as_raw_fd(),
+            fd,
             self.clone(),
             tx,
         );
@@ -294,10 +319,15 @@ pub(crate) async fn run(
 ) {
     let shard = Shard::new(id, &shared);
     let mut stops = Vec::new();
-    for (port, kind) in [
+    let mut listeners = vec![
         (shard.cfg.net.tcp_port, TransportKind::Tcp),
         (shard.cfg.net.ws_port, TransportKind::Ws),
-    ] {
+    ];
+    if shard.tls.is_some() {
+        listeners.push((shard.cfg.tls.tcp_port, TransportKind::TcpTls));
+        listeners.push((shard.cfg.tls.wss_port, TransportKind::Wss));
+    }
+    for (port, kind) in listeners {
         match listener::bind(&shard, port) {
             Ok(l) => {
                 let (tx, rx) = local_sync::oneshot::channel();

@@ -20,7 +20,7 @@ pub const REFUSAL_CODES: [u32; 5] = [
 ];
 
 /// Transports, in the order of the per-transport counters.
-pub const TRANSPORTS: [&str; 2] = ["tcp", "ws"];
+pub const TRANSPORTS: [&str; 4] = ["tcp", "ws", "tcp_tls", "wss"];
 
 /// Why a CONNECT was refused, in the order of the per-reason counters.
 pub const AUTH_FAILURES: [&str; 6] = [
@@ -69,7 +69,7 @@ pub const MSG_KINDS: [(Msg, &str); 6] = [
 /// One shard's counters.
 #[derive(Debug)]
 pub struct ShardStats {
-    connections: [AtomicI64; 2],
+    connections: [AtomicI64; TRANSPORTS.len()],
     connects: AtomicU64,
     auth_failures: [AtomicU64; AUTH_FAILURES.len()],
     packets_in: [AtomicU64; COMMANDS],
@@ -106,6 +106,8 @@ fn transport(kind: TransportKind) -> usize {
     match kind {
         TransportKind::Tcp => 0,
         TransportKind::Ws => 1,
+        TransportKind::TcpTls => 2,
+        TransportKind::Wss => 3,
     }
 }
 

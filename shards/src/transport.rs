@@ -10,6 +10,10 @@ use im_protocol::{framing, FrameError};
 pub enum TransportKind {
     Tcp,
     Ws,
+    /// Length-prefixed TCP inside TLS.
+    TcpTls,
+    /// WebSocket inside TLS.
+    Wss,
 }
 
 impl TransportKind {
@@ -17,7 +21,18 @@ impl TransportKind {
         match self {
             TransportKind::Tcp => "tcp",
             TransportKind::Ws => "ws",
+            TransportKind::TcpTls => "tcp_tls",
+            TransportKind::Wss => "wss",
         }
+    }
+
+    /// WebSocket framing (ws or wss).
+    pub fn is_ws(self) -> bool {
+        matches!(self, TransportKind::Ws | TransportKind::Wss)
+    }
+
+    pub fn is_tls(self) -> bool {
+        matches!(self, TransportKind::TcpTls | TransportKind::Wss)
     }
 }
 
@@ -71,16 +86,18 @@ impl Framing {
         max: usize,
     ) -> Result<Option<(usize, Event)>, InputError> {
         match self.kind {
-            TransportKind::Tcp => Ok(framing::check(buf, max)?.map(|len| {
-                (
-                    framing::PREFIX + len,
-                    Event::Packet {
-                        start: framing::PREFIX,
-                        end: framing::PREFIX + len,
-                    },
-                )
-            })),
-            TransportKind::Ws => self.next_ws(buf, max),
+            TransportKind::Tcp | TransportKind::TcpTls => {
+                Ok(framing::check(buf, max)?.map(|len| {
+                    (
+                        framing::PREFIX + len,
+                        Event::Packet {
+                            start: framing::PREFIX,
+                            end: framing::PREFIX + len,
+                        },
+                    )
+                }))
+            }
+            TransportKind::Ws | TransportKind::Wss => self.next_ws(buf, max),
         }
     }
 
@@ -146,8 +163,8 @@ impl Framing {
     /// Bytes of framing put before a packet of `len` bytes.
     pub fn overhead(&self, len: usize) -> usize {
         match self.kind {
-            TransportKind::Tcp => framing::PREFIX,
-            TransportKind::Ws => ws::header_len(len, false),
+            TransportKind::Tcp | TransportKind::TcpTls => framing::PREFIX,
+            TransportKind::Ws | TransportKind::Wss => ws::header_len(len, false),
         }
     }
 
@@ -155,8 +172,10 @@ impl Framing {
     pub fn put_packet(&self, out: &mut Vec<u8>, packet: &[u8]) {
         out.reserve(self.overhead(packet.len()) + packet.len());
         match self.kind {
-            TransportKind::Tcp => framing::put_prefix(out, packet.len()),
-            TransportKind::Ws => ws::put_header(out, Opcode::Binary, packet.len(), None),
+            TransportKind::Tcp | TransportKind::TcpTls => framing::put_prefix(out, packet.len()),
+            TransportKind::Ws | TransportKind::Wss => {
+                ws::put_header(out, Opcode::Binary, packet.len(), None)
+            }
         }
         out.extend_from_slice(packet);
     }
@@ -164,8 +183,8 @@ impl Framing {
     /// The bytes that start a server-side close: a WebSocket close frame, nothing for TCP.
     pub fn close_frame(&self, code: u16) -> Vec<u8> {
         match self.kind {
-            TransportKind::Tcp => Vec::new(),
-            TransportKind::Ws => {
+            TransportKind::Tcp | TransportKind::TcpTls => Vec::new(),
+            TransportKind::Ws | TransportKind::Wss => {
                 let mut v = Vec::with_capacity(4);
                 ws::put_frame(&mut v, Opcode::Close, &code.to_be_bytes(), None);
                 v

@@ -1,0 +1,276 @@
+//! TLS for `wss://:8443/wss` and TCP+TLS on 19443 (rustls, ring provider).
+//!
+//! A TLS connection is accepted like any other: the accepting shard does the handshake and
+//! reads CONNECT, then the connection moves to its user's owner shard. What makes this
+//! delicate is the hand-off: the TLS session state (`rustls::ServerConnection`) moves with
+//! the socket, and so must every byte already read from the socket. `monoio-rustls` keeps
+//! read-ahead ciphertext in a private buffer that `into_parts` drops, so the pre-auth phase
+//! drives rustls directly ([`PreTls`]) with its own ciphertext buffer; the owner shard feeds
+//! that remainder back ([`resume`]) and only then wraps the socket in `monoio-rustls`'s
+//! stream for the session's lifetime.
+
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::Path;
+use std::sync::Arc;
+
+use monoio::buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut, RawBuf};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+use monoio::BufResult;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::ServerConnection;
+
+/// The stream of an established TLS session on its owner shard.
+pub(crate) type TlsStream = monoio_rustls::ServerTlsStream<TcpStream>;
+
+/// How to make a development certificate (printed with the configuration error).
+pub const SELF_SIGNED_HINT: &str = "openssl req -x509 -newkey rsa:2048 -nodes -days 365 \
+     -subj /CN=localhost -keyout key.pem -out cert.pem";
+
+/// The TLS settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error(
+        "tls.enabled is set but tls.cert_path / tls.key_path are empty; for development: {SELF_SIGNED_HINT}"
+    )]
+    Missing,
+    #[error("cannot read {what} {path}: {why}")]
+    Read {
+        what: &'static str,
+        path: String,
+        why: String,
+    },
+    #[error("invalid certificate or key: {0}")]
+    Invalid(#[from] rustls::Error),
+}
+
+/// Loads the certificate chain and key into a server configuration.
+pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    if cert.as_os_str().is_empty() || key.as_os_str().is_empty() {
+        return Err(TlsError::Missing);
+    }
+    let read = |what, p: &Path, why: String| TlsError::Read {
+        what,
+        path: p.display().to_string(),
+        why,
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| read("certificate", cert, e.to_string()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| read("certificate", cert, e.to_string()))?;
+    if certs.is_empty() {
+        return Err(read(
+            "certificate",
+            cert,
+            "no certificate in the file".into(),
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| read("key", key, e.to_string()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    Ok(Arc::new(cfg))
+}
+
+/// What moves with a TLS connection to its owner shard.
+pub(crate) struct TlsState {
+    pub conn: Box<ServerConnection>,
+    /// Ciphertext read from the socket and not yet given to rustls.
+    pub cipher: Vec<u8>,
+}
+
+/// The pre-authentication side of a TLS connection: rustls driven by hand so that nothing
+/// read from the socket is ever hidden in a buffer we cannot hand over.
+pub(crate) struct PreTls {
+    tcp: TcpStream,
+    conn: ServerConnection,
+    cipher: Vec<u8>,
+    eof: bool,
+}
+
+fn invalid(e: impl std::fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+}
+
+impl PreTls {
+    pub fn new(tcp: TcpStream, cfg: Arc<rustls::ServerConfig>) -> io::Result<Self> {
+        let conn = ServerConnection::new(cfg).map_err(invalid)?;
+        Ok(Self {
+            tcp,
+            conn,
+            cipher: Vec::new(),
+            eof: false,
+        })
+    }
+
+    /// Writes whatever rustls has queued.
+    async fn flush_tls(&mut self) -> io::Result<()> {
+        while self.conn.wants_write() {
+            let mut out = Vec::new();
+            self.conn.write_tls(&mut out)?;
+            let (r, _) = self.tcp.write_all(out).await;
+            r?;
+        }
+        Ok(())
+    }
+
+    /// Gives rustls more ciphertext (reading the socket when none is buffered) and
+    /// processes it. Returns false at end of stream.
+    async fn pump(&mut self) -> io::Result<bool> {
+        if self.cipher.is_empty() {
+            if self.eof {
+                return Ok(false);
+            }
+            let (r, buf) = self.tcp.read(Vec::with_capacity(16 * 1024)).await;
+            if r? == 0 {
+                self.eof = true;
+                return Ok(false);
+            }
+            self.cipher = buf;
+        }
+        let n = self.conn.read_tls(&mut &self.cipher[..])?;
+        self.cipher.drain(..n);
+        let state = self.conn.process_new_packets().map_err(invalid);
+        // Alerts rustls queued for the peer go out even on errors.
+        self.flush_tls().await?;
+        state?;
+        Ok(true)
+    }
+
+    /// Completes the handshake.
+    pub async fn handshake(&mut self) -> io::Result<()> {
+        loop {
+            self.flush_tls().await?;
+            if !self.conn.is_handshaking() {
+                return Ok(());
+            }
+            if !self.pump().await? {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "eof in TLS handshake",
+                ));
+            }
+        }
+    }
+
+    /// Gives up the socket and the session state for the owner shard.
+    pub fn into_parts(self) -> (TcpStream, TlsState) {
+        (
+            self.tcp,
+            TlsState {
+                conn: Box::new(self.conn),
+                cipher: self.cipher,
+            },
+        )
+    }
+}
+
+impl AsRawFd for PreTls {
+    fn as_raw_fd(&self) -> RawFd {
+        self.tcp.as_raw_fd()
+    }
+}
+
+impl AsyncReadRent for PreTls {
+    async fn read<T: IoBufMut>(&mut self, mut buf: T) -> BufResult<usize, T> {
+        // SAFETY: `write_ptr` and `bytes_total` describe the buffer's writable memory, which
+        // `buf` owns for the duration of this call.
+        let slice = unsafe { std::slice::from_raw_parts_mut(buf.write_ptr(), buf.bytes_total()) };
+        loop {
+            match self.conn.reader().read(slice) {
+                Ok(n) => {
+                    // SAFETY: rustls initialised the first `n` bytes.
+                    unsafe { buf.set_init(n) };
+                    return (Ok(n), buf);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return (Err(e), buf),
+            }
+            match self.pump().await {
+                Ok(true) => {}
+                Ok(false) => return (Ok(0), buf),
+                Err(e) => return (Err(e), buf),
+            }
+        }
+    }
+
+    async fn readv<T: IoVecBufMut>(&mut self, mut buf: T) -> BufResult<usize, T> {
+        // SAFETY: the iovec's first buffer is valid for the call (monoio's contract).
+        let n = match unsafe { RawBuf::new_from_iovec_mut(&mut buf) } {
+            Some(raw) => self.read(raw).await.0,
+            None => Ok(0),
+        };
+        if let Ok(n) = n {
+            // SAFETY: `read` initialised `n` bytes of the first buffer.
+            unsafe { buf.set_init(n) };
+        }
+        (n, buf)
+    }
+}
+
+impl AsyncWriteRent for PreTls {
+    async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+        // SAFETY: `read_ptr` / `bytes_init` describe the buffer's initialised bytes.
+        let slice = unsafe { std::slice::from_raw_parts(buf.read_ptr(), buf.bytes_init()) };
+        if let Err(e) = self.conn.writer().write_all(slice) {
+            return (Err(e), buf);
+        }
+        match self.flush_tls().await {
+            Ok(()) => (Ok(slice.len()), buf),
+            Err(e) => (Err(e), buf),
+        }
+    }
+
+    async fn writev<T: IoVecBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+        // SAFETY: as in `readv`.
+        let n = match unsafe { RawBuf::new_from_iovec(&buf) } {
+            Some(raw) => self.write(raw).await.0,
+            None => Ok(0),
+        };
+        (n, buf)
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        self.flush_tls().await
+    }
+
+    async fn shutdown(&mut self) -> io::Result<()> {
+        self.conn.send_close_notify();
+        self.flush_tls().await?;
+        self.tcp.shutdown().await
+    }
+}
+
+/// On the owner shard: feeds the ciphertext that came along to rustls, moving everything it
+/// decrypts (after the plaintext it already held) to the end of `plain`, then wraps the
+/// socket for the session. `plain` already holds what the accepting shard read past
+/// CONNECT, which comes first.
+pub(crate) fn resume(tcp: TcpStream, st: TlsState, plain: &mut Vec<u8>) -> io::Result<TlsStream> {
+    let mut conn = *st.conn;
+    let mut cipher = &st.cipher[..];
+    loop {
+        drain_plaintext(&mut conn, plain)?;
+        if cipher.is_empty() {
+            break;
+        }
+        conn.read_tls(&mut cipher)?;
+        conn.process_new_packets().map_err(invalid)?;
+    }
+    Ok(monoio_rustls::ServerTlsStream::new(tcp, conn))
+}
+
+fn drain_plaintext(conn: &mut ServerConnection, out: &mut Vec<u8>) -> io::Result<()> {
+    let mut chunk = [0u8; 4096];
+    loop {
+        match conn.reader().read(&mut chunk) {
+            Ok(0) => return Ok(()),
+            Ok(n) => out.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+}
