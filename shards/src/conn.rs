@@ -212,16 +212,38 @@ pub(crate) async fn refuse_and_close(
     packet: Option<ServerPacket<'_>>,
     linger: Duration,
 ) {
+    let out = refusal(kind, packet);
+    if !out.is_empty() {
+        let _ = monoio::time::timeout(linger, stream.write_all(out)).await;
+    }
+    finish(stream, fd, linger).await;
+}
+
+/// [`refuse_and_close`] for a connection already split into its two halves.
+pub(crate) async fn refuse_and_close_split(
+    rd: impl AsyncReadRent,
+    mut wr: impl AsyncWriteRent,
+    fd: RawFd,
+    kind: TransportKind,
+    packet: Option<ServerPacket<'_>>,
+    linger: Duration,
+) {
+    let out = refusal(kind, packet);
+    if !out.is_empty() {
+        let _ = monoio::time::timeout(linger, wr.write_all(out)).await;
+    }
+    finish(rd, fd, linger).await;
+}
+
+/// The last packet (if any) and, on WebSocket, the close frame.
+fn refusal(kind: TransportKind, packet: Option<ServerPacket<'_>>) -> Vec<u8> {
     let framing = Framing::new(kind);
     let mut out = Vec::new();
     if let Some(p) = packet {
         framing.put_packet(&mut out, &p.to_vec());
     }
     out.extend_from_slice(&framing.close_frame(1000));
-    if !out.is_empty() {
-        let _ = monoio::time::timeout(linger, stream.write_all(out)).await;
-    }
-    finish(stream, fd, linger).await;
+    out
 }
 
 /// Half-closes, drains input briefly so our last bytes are not lost to a reset, closes.

@@ -19,13 +19,13 @@ use bytes::Bytes;
 use im_protocol::packet::connack;
 use im_protocol::ServerPacket;
 use im_storage::{now_ms, GroupStore, OfflineMessage, StoreHandle};
-use monoio::io::{AsyncReadRent, AsyncWriteRent, Split, Splitable};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, Splitable};
 use monoio::net::TcpStream;
 
 use crate::auth::TokenAuth;
 use crate::callback::AuthCallback;
 use crate::config::{CoreConfig, DuplicateLogin};
-use crate::conn::{self, refuse_and_close};
+use crate::conn::{self, refuse_and_close_split};
 use crate::dedupe::Dedupe;
 use crate::delivery::Delivery;
 use crate::fanout::{self, Fanout};
@@ -199,23 +199,28 @@ impl Shard {
         };
         let fd = stream.as_raw_fd();
         match tls {
-            None => self.adopt(stream, fd, h),
+            None => {
+                let (rd, wr) = stream.into_split();
+                self.adopt(rd, wr, fd, h)
+            }
             Some(st) => match tls::resume(stream, st, &mut h.leftover) {
-                Ok(t) => self.adopt(t, fd, h),
+                Ok((rd, wr)) => self.adopt(rd, wr, fd, h),
                 Err(e) => tracing::debug!(error = %e, "TLS session could not be resumed"),
             },
         }
     }
 
-    fn adopt<S>(self: &Rc<Self>, stream: S, fd: std::os::fd::RawFd, h: Arrival)
+    fn adopt<R, W>(self: &Rc<Self>, rd: R, wr: W, fd: std::os::fd::RawFd, h: Arrival)
     where
-        S: AsyncReadRent + AsyncWriteRent + Split + 'static,
+        R: AsyncReadRent + 'static,
+        W: AsyncWriteRent + 'static,
     {
         let linger = Duration::from_millis(self.cfg.session.close_linger_ms);
         let kind = h.framing.kind;
         if self.stopping.get() {
-            monoio::spawn(refuse_and_close(
-                stream,
+            monoio::spawn(refuse_and_close_split(
+                rd,
+                wr,
                 fd,
                 kind,
                 Some(ServerPacket::ConnectAck {
@@ -231,7 +236,7 @@ impl Shard {
                 let nack = ServerPacket::ConnectAck {
                     code: connack::DUPLICATE,
                 };
-                monoio::spawn(refuse_and_close(stream, fd, kind, Some(nack), linger));
+                monoio::spawn(refuse_and_close_split(rd, wr, fd, kind, Some(nack), linger));
                 return;
             }
             DuplicateLogin::KickOld => existing.iter().for_each(|s| s.close(CloseReason::Kicked)),
@@ -272,7 +277,6 @@ impl Shard {
             transport = kind.name(),
             "session open"
         );
-        let (rd, wr) = stream.into_split();
         monoio::spawn(conn::write_loop(session.clone(), wr, rx));
         monoio::spawn(offline::drain(session.clone()));
         monoio::spawn(conn::read_loop(session, rd, h.leftover, h.framing));

@@ -3,27 +3,33 @@
 //! A TLS connection is accepted like any other: the accepting shard does the handshake and
 //! reads CONNECT, then the connection moves to its user's owner shard. What makes this
 //! delicate is the hand-off: the TLS session state (`rustls::ServerConnection`) moves with
-//! the socket, and so must every byte already read from the socket. `monoio-rustls` keeps
-//! read-ahead ciphertext in a private buffer that `into_parts` drops, so the pre-auth phase
-//! drives rustls directly ([`PreTls`]) with its own ciphertext buffer; the owner shard feeds
-//! that remainder back ([`resume`]) and only then wraps the socket in `monoio-rustls`'s
-//! stream for the session's lifetime.
+//! the socket, and so must every byte already read from the socket. So rustls is driven
+//! directly, with our own ciphertext buffers: [`PreTls`] before authentication, then on the
+//! owner shard [`resume`] feeds the remainder back and splits the session into a reader
+//! and a writer that share the rustls state but no I/O buffer.
+//!
+//! Why not `monoio-rustls` (0.4): its stream keeps read-ahead ciphertext in a private buffer
+//! that `into_parts` drops (bytes a client pipelined after CONNECT would be lost at the
+//! hand-off), and used through split halves it writes an alert from the read side on a
+//! protocol error while the write side may be mid-write on the same buffer, which panics
+//! ("buffer mut expected") — a hostile client could take a shard down with a bad record.
 
+use std::cell::RefCell;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use monoio::buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut, RawBuf};
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::io::{
+    AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable,
+};
 use monoio::net::TcpStream;
 use monoio::BufResult;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::ServerConnection;
-
-/// The stream of an established TLS session on its owner shard.
-pub(crate) type TlsStream = monoio_rustls::ServerTlsStream<TcpStream>;
 
 /// How to make a development certificate (printed with the configuration error).
 pub const SELF_SIGNED_HINT: &str = "openssl req -x509 -newkey rsa:2048 -nodes -days 365 \
@@ -216,13 +222,18 @@ impl AsyncWriteRent for PreTls {
     async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
         // SAFETY: `read_ptr` / `bytes_init` describe the buffer's initialised bytes.
         let slice = unsafe { std::slice::from_raw_parts(buf.read_ptr(), buf.bytes_init()) };
-        if let Err(e) = self.conn.writer().write_all(slice) {
-            return (Err(e), buf);
+        let mut done = 0;
+        // rustls takes at most its buffer limit (64 KiB) at a time: write, flush, repeat.
+        while done < slice.len() {
+            match self.conn.writer().write(&slice[done..]) {
+                Ok(n) => done += n,
+                Err(e) => return (Err(e), buf),
+            }
+            if let Err(e) = self.flush_tls().await {
+                return (Err(e), buf);
+            }
         }
-        match self.flush_tls().await {
-            Ok(()) => (Ok(slice.len()), buf),
-            Err(e) => (Err(e), buf),
-        }
+        (Ok(done), buf)
     }
 
     async fn writev<T: IoVecBuf>(&mut self, buf: T) -> BufResult<usize, T> {
@@ -246,10 +257,14 @@ impl AsyncWriteRent for PreTls {
 }
 
 /// On the owner shard: feeds the ciphertext that came along to rustls, moving everything it
-/// decrypts (after the plaintext it already held) to the end of `plain`, then wraps the
-/// socket for the session. `plain` already holds what the accepting shard read past
-/// CONNECT, which comes first.
-pub(crate) fn resume(tcp: TcpStream, st: TlsState, plain: &mut Vec<u8>) -> io::Result<TlsStream> {
+/// decrypts (after the plaintext it already held) to the end of `plain`, then splits the
+/// socket into the session's reader and writer. `plain` already holds what the accepting
+/// shard read past CONNECT, which comes first.
+pub(crate) fn resume(
+    tcp: TcpStream,
+    st: TlsState,
+    plain: &mut Vec<u8>,
+) -> io::Result<(TlsReader, TlsWriter)> {
     let mut conn = *st.conn;
     let mut cipher = &st.cipher[..];
     loop {
@@ -260,7 +275,16 @@ pub(crate) fn resume(tcp: TcpStream, st: TlsState, plain: &mut Vec<u8>) -> io::R
         conn.read_tls(&mut cipher)?;
         conn.process_new_packets().map_err(invalid)?;
     }
-    Ok(monoio_rustls::ServerTlsStream::new(tcp, conn))
+    let (rd, wr) = tcp.into_split();
+    let conn = Rc::new(RefCell::new(conn));
+    Ok((
+        TlsReader {
+            tcp: rd,
+            conn: conn.clone(),
+            cipher: Vec::new(),
+        },
+        TlsWriter { tcp: wr, conn },
+    ))
 }
 
 fn drain_plaintext(conn: &mut ServerConnection, out: &mut Vec<u8>) -> io::Result<()> {
@@ -272,5 +296,146 @@ fn drain_plaintext(conn: &mut ServerConnection, out: &mut Vec<u8>) -> io::Result
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
             Err(e) => return Err(e),
         }
+    }
+}
+
+/// The read side of an established TLS session. It never writes: TLS output rustls queues
+/// while reading (alerts, key-update answers) goes out with the writer's next write. The
+/// reader and the writer share the rustls state but no I/O buffer, and never hold the
+/// state across an await, so they can run concurrently on the shard.
+pub(crate) struct TlsReader {
+    tcp: OwnedReadHalf<TcpStream>,
+    conn: Rc<RefCell<ServerConnection>>,
+    cipher: Vec<u8>,
+}
+
+/// The write side of an established TLS session.
+pub(crate) struct TlsWriter {
+    tcp: OwnedWriteHalf<TcpStream>,
+    conn: Rc<RefCell<ServerConnection>>,
+}
+
+impl TlsReader {
+    /// Plaintext into `out`; `Ok(0)` at the end of the stream.
+    fn take_plaintext(&self, out: &mut [u8]) -> io::Result<Option<usize>> {
+        match self.conn.borrow_mut().reader().read(out) {
+            Ok(n) => Ok(Some(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reads ciphertext (when none is buffered) and gives it to rustls. False at EOF.
+    async fn pump(&mut self) -> io::Result<bool> {
+        if self.cipher.is_empty() {
+            let (r, buf) = self.tcp.read(std::mem::take(&mut self.cipher)).await;
+            self.cipher = buf;
+            if r? == 0 {
+                return Ok(false);
+            }
+        }
+        let mut conn = self.conn.borrow_mut();
+        let n = conn.read_tls(&mut &self.cipher[..])?;
+        self.cipher.drain(..n);
+        conn.process_new_packets().map_err(invalid)?;
+        Ok(true)
+    }
+}
+
+impl AsyncReadRent for TlsReader {
+    async fn read<T: IoBufMut>(&mut self, mut buf: T) -> BufResult<usize, T> {
+        if self.cipher.capacity() == 0 {
+            self.cipher.reserve(16 * 1024);
+        }
+        // SAFETY: `write_ptr` / `bytes_total` describe memory `buf` owns for this call.
+        let slice = unsafe { std::slice::from_raw_parts_mut(buf.write_ptr(), buf.bytes_total()) };
+        loop {
+            match self.take_plaintext(slice) {
+                Ok(Some(n)) => {
+                    // SAFETY: rustls initialised the first `n` bytes.
+                    unsafe { buf.set_init(n) };
+                    return (Ok(n), buf);
+                }
+                Ok(None) => {}
+                Err(e) => return (Err(e), buf),
+            }
+            match self.pump().await {
+                Ok(true) => {}
+                Ok(false) => return (Ok(0), buf),
+                Err(e) => return (Err(e), buf),
+            }
+        }
+    }
+
+    async fn readv<T: IoVecBufMut>(&mut self, mut buf: T) -> BufResult<usize, T> {
+        // SAFETY: the iovec's first buffer is valid for the call (monoio's contract).
+        let n = match unsafe { RawBuf::new_from_iovec_mut(&mut buf) } {
+            Some(raw) => self.read(raw).await.0,
+            None => Ok(0),
+        };
+        if let Ok(n) = n {
+            // SAFETY: `read` initialised `n` bytes of the first buffer.
+            unsafe { buf.set_init(n) };
+        }
+        (n, buf)
+    }
+}
+
+impl TlsWriter {
+    /// Sends everything rustls has queued.
+    async fn flush_tls(&mut self) -> io::Result<()> {
+        loop {
+            let mut out = Vec::new();
+            {
+                let mut conn = self.conn.borrow_mut();
+                while conn.wants_write() {
+                    conn.write_tls(&mut out)?;
+                }
+            }
+            if out.is_empty() {
+                return Ok(());
+            }
+            let (r, _) = self.tcp.write_all(out).await;
+            r?;
+        }
+    }
+}
+
+impl AsyncWriteRent for TlsWriter {
+    async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+        // SAFETY: `read_ptr` / `bytes_init` describe the buffer's initialised bytes.
+        let slice = unsafe { std::slice::from_raw_parts(buf.read_ptr(), buf.bytes_init()) };
+        let mut done = 0;
+        // rustls takes at most its buffer limit (64 KiB) at a time: write, flush, repeat.
+        while done < slice.len() {
+            let wrote = self.conn.borrow_mut().writer().write(&slice[done..]);
+            match wrote {
+                Ok(n) => done += n,
+                Err(e) => return (Err(e), buf),
+            }
+            if let Err(e) = self.flush_tls().await {
+                return (Err(e), buf);
+            }
+        }
+        (Ok(done), buf)
+    }
+
+    async fn writev<T: IoVecBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+        // SAFETY: as in `readv`.
+        let n = match unsafe { RawBuf::new_from_iovec(&buf) } {
+            Some(raw) => self.write(raw).await.0,
+            None => Ok(0),
+        };
+        (n, buf)
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        self.flush_tls().await
+    }
+
+    async fn shutdown(&mut self) -> io::Result<()> {
+        self.conn.borrow_mut().send_close_notify();
+        self.flush_tls().await?;
+        self.tcp.shutdown().await
     }
 }

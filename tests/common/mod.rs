@@ -8,6 +8,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use im_protocol::{framing, ClientPacket, MsgId, ServerPacket};
@@ -64,8 +65,14 @@ pub struct Server {
     pub ws_port: u16,
     /// The HTTP API.
     pub http_port: u16,
+    /// TLS ports (served when started with [`Server::start_tls`]).
+    pub wss_port: u16,
+    pub tls_tcp_port: u16,
+    /// Client configuration trusting the server's test certificate.
+    pub tls_client: Option<Arc<rustls::ClientConfig>>,
     pub data_dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
+    _cert_dir: Option<tempfile::TempDir>,
     driver: Driver,
     env: Vec<(String, String)>,
 }
@@ -85,8 +92,12 @@ impl Server {
             tcp_port: 0,
             ws_port: 0,
             http_port: 0,
+            wss_port: 0,
+            tls_tcp_port: 0,
+            tls_client: None,
             data_dir: tmp.path().join("data"),
             _tmp: Some(tmp),
+            _cert_dir: None,
             driver,
             env: env
                 .iter()
@@ -95,6 +106,45 @@ impl Server {
         };
         setup(&s);
         s.spawn();
+        s
+    }
+
+    /// Starts a server with TLS on (a fresh self-signed certificate for `localhost`, made
+    /// with rcgen); clients of kind `TcpTls` / `Wss` trust exactly that certificate.
+    pub fn start_tls(driver: Driver, env: &[(&str, &str)]) -> Server {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("self-signed certificate");
+        let (cert_path, key_path) = (tmp.path().join("cert.pem"), tmp.path().join("key.pem"));
+        std::fs::write(&cert_path, cert.pem()).expect("write cert");
+        std::fs::write(&key_path, key.serialize_pem()).expect("write key");
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(cert.der().clone())
+            .expect("trust the test certificate");
+        let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let (c, k) = (
+            cert_path.display().to_string(),
+            key_path.display().to_string(),
+        );
+        let mut all: Vec<(&str, &str)> = vec![
+            ("IMSERVER_TLS__ENABLED", "true"),
+            ("IMSERVER_TLS__CERT_PATH", &c),
+            ("IMSERVER_TLS__KEY_PATH", &k),
+        ];
+        all.extend_from_slice(env);
+        let mut s = Server::start(driver, &all);
+        s.tls_client = Some(Arc::new(client));
+        s._cert_dir = Some(tmp);
         s
     }
 
@@ -120,6 +170,8 @@ impl Server {
             self.tcp_port = free_port();
             self.ws_port = free_port();
             self.http_port = free_port();
+            self.wss_port = free_port();
+            self.tls_tcp_port = free_port();
             let mut cmd = Command::new(env!("CARGO_BIN_EXE_imserver"));
             cmd.args([
                 "--config",
@@ -136,6 +188,8 @@ impl Server {
             .arg(&self.data_dir)
             .env("IMSERVER_AUTH__SECRET", SECRET)
             .env("IMSERVER_CONTROL__PORT", self.http_port.to_string())
+            .env("IMSERVER_TLS__WSS_PORT", self.wss_port.to_string())
+            .env("IMSERVER_TLS__TCP_PORT", self.tls_tcp_port.to_string())
             .env("IMSERVER_CONTROL__ADMIN_SECRET", ADMIN)
             .env("IMSERVER_RUNTIME__PIN_CORES", "false")
             .env("IMSERVER_SESSION__CLOSE_LINGER_MS", "200")
@@ -222,11 +276,32 @@ pub fn token(uid: u32) -> String {
 pub enum Kind {
     Tcp,
     Ws,
+    /// TCP framing inside TLS (the server must run with TLS: [`Server::start_tls`]).
+    TcpTls,
+    /// WebSocket inside TLS.
+    Wss,
+}
+
+/// A client socket: plain TCP or TLS over TCP (rustls, a real TLS implementation).
+pub trait Io: Read + Write + Send {
+    fn sock(&self) -> &TcpStream;
+}
+
+impl Io for TcpStream {
+    fn sock(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl Io for rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    fn sock(&self) -> &TcpStream {
+        &self.sock
+    }
 }
 
 enum Conn {
-    Tcp(TcpStream, Vec<u8>),
-    Ws(Box<tungstenite::WebSocket<TcpStream>>),
+    Tcp(Box<dyn Io>, Vec<u8>),
+    Ws(Box<tungstenite::WebSocket<Box<dyn Io>>>),
 }
 
 /// What a receive saw.
@@ -258,14 +333,30 @@ impl Client {
         let port = match kind {
             Kind::Tcp => server.tcp_port,
             Kind::Ws => server.ws_port,
+            Kind::TcpTls => server.tls_tcp_port,
+            Kind::Wss => server.wss_port,
         };
         let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
         stream.set_nodelay(true).ok();
+        let io: Box<dyn Io> = match kind {
+            Kind::Tcp | Kind::Ws => Box::new(stream),
+            Kind::TcpTls | Kind::Wss => {
+                let cfg = server.tls_client.clone().expect("server started with TLS");
+                let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+                let conn = rustls::ClientConnection::new(cfg, name).expect("tls client");
+                Box::new(rustls::StreamOwned::new(conn, stream))
+            }
+        };
         let conn = match kind {
-            Kind::Tcp => Conn::Tcp(stream, Vec::new()),
-            Kind::Ws => {
-                let url = format!("ws://127.0.0.1:{port}/ws");
-                let (ws, _) = tungstenite::client::client(url, stream).expect("ws handshake");
+            Kind::Tcp | Kind::TcpTls => Conn::Tcp(io, Vec::new()),
+            Kind::Ws | Kind::Wss => {
+                let (scheme, path) = if kind == Kind::Ws {
+                    ("ws", "/ws")
+                } else {
+                    ("wss", "/wss")
+                };
+                let url = format!("{scheme}://localhost:{port}{path}");
+                let (ws, _) = tungstenite::client::client(url, io).expect("ws handshake");
                 Conn::Ws(Box::new(ws))
             }
         };
@@ -282,8 +373,8 @@ impl Client {
 
     fn stream(&self) -> &TcpStream {
         match &self.conn {
-            Conn::Tcp(s, _) => s,
-            Conn::Ws(ws) => ws.get_ref(),
+            Conn::Tcp(s, _) => s.sock(),
+            Conn::Ws(ws) => ws.get_ref().sock(),
         }
     }
 
@@ -295,6 +386,7 @@ impl Client {
                 framing::put_prefix(&mut v, packet.len());
                 v.extend_from_slice(packet);
                 s.write_all(&v).expect("tcp write");
+                s.flush().expect("tcp flush");
             }
             Conn::Ws(ws) => ws
                 .send(tungstenite::Message::Binary(packet.to_vec().into()))
@@ -305,8 +397,15 @@ impl Client {
     /// Writes raw bytes on the socket, bypassing framing.
     pub fn send_raw(&mut self, bytes: &[u8]) {
         match &mut self.conn {
-            Conn::Tcp(s, _) => s.write_all(bytes).expect("write"),
-            Conn::Ws(ws) => ws.get_mut().write_all(bytes).expect("write"),
+            Conn::Tcp(s, _) => {
+                s.write_all(bytes).expect("write");
+                s.flush().expect("flush");
+            }
+            Conn::Ws(ws) => {
+                let s = ws.get_mut();
+                s.write_all(bytes).expect("write");
+                s.flush().expect("flush");
+            }
         }
     }
 
