@@ -31,6 +31,7 @@ mod session;
 mod shard;
 pub mod stats;
 pub mod tls;
+mod tls_session;
 mod transport;
 
 use std::sync::Arc;

@@ -36,7 +36,7 @@ use crate::mailbox::{owner_of, Mail, Mesh};
 use crate::offline;
 use crate::session::{CloseReason, Session, Tracked};
 use crate::stats::{Msg, ShardStats};
-use crate::tls;
+use crate::tls_session;
 use crate::transport::TransportKind;
 
 /// What every shard shares (read-only) with the others.
@@ -203,7 +203,7 @@ impl Shard {
                 let (rd, wr) = stream.into_split();
                 self.adopt(rd, wr, fd, h)
             }
-            Some(st) => match tls::resume(stream, st, &mut h.leftover) {
+            Some(st) => match tls_session::resume(stream, st, &mut h.leftover) {
                 Ok((rd, wr)) => self.adopt(rd, wr, fd, h),
                 Err(e) => tracing::debug!(error = %e, "TLS session could not be resumed"),
             },

@@ -14,17 +14,13 @@
 //! protocol error while the write side may be mid-write on the same buffer, which panics
 //! ("buffer mut expected") — a hostile client could take a shard down with a bad record.
 
-use std::cell::RefCell;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
-use std::rc::Rc;
 use std::sync::Arc;
 
 use monoio::buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut, RawBuf};
-use monoio::io::{
-    AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable,
-};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 use monoio::BufResult;
 use rustls::pki_types::pem::PemObject;
@@ -98,7 +94,7 @@ pub(crate) struct PreTls {
     eof: bool,
 }
 
-fn invalid(e: impl std::fmt::Display) -> io::Error {
+pub(crate) fn invalid(e: impl std::fmt::Display) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e.to_string())
 }
 
@@ -181,68 +177,43 @@ impl AsRawFd for PreTls {
     }
 }
 
-impl AsyncReadRent for PreTls {
-    async fn read<T: IoBufMut>(&mut self, mut buf: T) -> BufResult<usize, T> {
-        // SAFETY: `write_ptr` and `bytes_total` describe the buffer's writable memory, which
-        // `buf` owns for the duration of this call.
-        let slice = unsafe { std::slice::from_raw_parts_mut(buf.write_ptr(), buf.bytes_total()) };
-        loop {
-            match self.conn.reader().read(slice) {
-                Ok(n) => {
-                    // SAFETY: rustls initialised the first `n` bytes.
-                    unsafe { buf.set_init(n) };
-                    return (Ok(n), buf);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return (Err(e), buf),
-            }
-            match self.pump().await {
-                Ok(true) => {}
-                Ok(false) => return (Ok(0), buf),
-                Err(e) => return (Err(e), buf),
-            }
-        }
+impl PlainSource for PreTls {
+    fn take_plain(&mut self, out: &mut [u8]) -> io::Result<Option<usize>> {
+        would_block_to_none(self.conn.reader().read(out))
     }
 
-    async fn readv<T: IoVecBufMut>(&mut self, mut buf: T) -> BufResult<usize, T> {
-        // SAFETY: the iovec's first buffer is valid for the call (monoio's contract).
-        let n = match unsafe { RawBuf::new_from_iovec_mut(&mut buf) } {
-            Some(raw) => self.read(raw).await.0,
-            None => Ok(0),
-        };
-        if let Ok(n) = n {
-            // SAFETY: `read` initialised `n` bytes of the first buffer.
-            unsafe { buf.set_init(n) };
-        }
-        (n, buf)
+    async fn pump(&mut self) -> io::Result<bool> {
+        PreTls::pump(self).await
+    }
+}
+
+impl PlainSink for PreTls {
+    fn put_plain(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.conn.writer().write(data)
+    }
+
+    async fn flush_tls(&mut self) -> io::Result<()> {
+        PreTls::flush_tls(self).await
+    }
+}
+
+impl AsyncReadRent for PreTls {
+    async fn read<T: IoBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
+        read_plain(self, buf).await
+    }
+
+    async fn readv<T: IoVecBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
+        readv_plain(self, buf).await
     }
 }
 
 impl AsyncWriteRent for PreTls {
     async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
-        // SAFETY: `read_ptr` / `bytes_init` describe the buffer's initialised bytes.
-        let slice = unsafe { std::slice::from_raw_parts(buf.read_ptr(), buf.bytes_init()) };
-        let mut done = 0;
-        // rustls takes at most its buffer limit (64 KiB) at a time: write, flush, repeat.
-        while done < slice.len() {
-            match self.conn.writer().write(&slice[done..]) {
-                Ok(n) => done += n,
-                Err(e) => return (Err(e), buf),
-            }
-            if let Err(e) = self.flush_tls().await {
-                return (Err(e), buf);
-            }
-        }
-        (Ok(done), buf)
+        write_plain(self, buf).await
     }
 
     async fn writev<T: IoVecBuf>(&mut self, buf: T) -> BufResult<usize, T> {
-        // SAFETY: as in `readv`.
-        let n = match unsafe { RawBuf::new_from_iovec(&buf) } {
-            Some(raw) => self.write(raw).await.0,
-            None => Ok(0),
-        };
-        (n, buf)
+        writev_plain(self, buf).await
     }
 
     async fn flush(&mut self) -> io::Result<()> {
@@ -256,186 +227,98 @@ impl AsyncWriteRent for PreTls {
     }
 }
 
-/// On the owner shard: feeds the ciphertext that came along to rustls, moving everything it
-/// decrypts (after the plaintext it already held) to the end of `plain`, then splits the
-/// socket into the session's reader and writer. `plain` already holds what the accepting
-/// shard read past CONNECT, which comes first.
-pub(crate) fn resume(
-    tcp: TcpStream,
-    st: TlsState,
-    plain: &mut Vec<u8>,
-) -> io::Result<(TlsReader, TlsWriter)> {
-    let mut conn = *st.conn;
-    let mut cipher = &st.cipher[..];
-    loop {
-        drain_plaintext(&mut conn, plain)?;
-        if cipher.is_empty() {
-            break;
-        }
-        conn.read_tls(&mut cipher)?;
-        conn.process_new_packets().map_err(invalid)?;
-    }
-    let (rd, wr) = tcp.into_split();
-    let conn = Rc::new(RefCell::new(conn));
-    Ok((
-        TlsReader {
-            tcp: rd,
-            conn: conn.clone(),
-            cipher: Vec::new(),
-        },
-        TlsWriter { tcp: wr, conn },
-    ))
+/// Where plaintext comes from: what rustls has decrypted, or more ciphertext fed to it.
+pub(crate) trait PlainSource {
+    /// Decrypted bytes into `out`; `None` when rustls needs more ciphertext.
+    fn take_plain(&mut self, out: &mut [u8]) -> io::Result<Option<usize>>;
+    /// Feeds rustls more ciphertext; false at the end of the stream.
+    async fn pump(&mut self) -> io::Result<bool>;
 }
 
-fn drain_plaintext(conn: &mut ServerConnection, out: &mut Vec<u8>) -> io::Result<()> {
-    let mut chunk = [0u8; 4096];
-    loop {
-        match conn.reader().read(&mut chunk) {
-            Ok(0) => return Ok(()),
-            Ok(n) => out.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// The read side of an established TLS session. It never writes: TLS output rustls queues
-/// while reading (alerts, key-update answers) goes out with the writer's next write. The
-/// reader and the writer share the rustls state but no I/O buffer, and never hold the
-/// state across an await, so they can run concurrently on the shard.
-pub(crate) struct TlsReader {
-    tcp: OwnedReadHalf<TcpStream>,
-    conn: Rc<RefCell<ServerConnection>>,
-    cipher: Vec<u8>,
-}
-
-/// The write side of an established TLS session.
-pub(crate) struct TlsWriter {
-    tcp: OwnedWriteHalf<TcpStream>,
-    conn: Rc<RefCell<ServerConnection>>,
-}
-
-impl TlsReader {
-    /// Plaintext into `out`; `Ok(0)` at the end of the stream.
-    fn take_plaintext(&self, out: &mut [u8]) -> io::Result<Option<usize>> {
-        match self.conn.borrow_mut().reader().read(out) {
-            Ok(n) => Ok(Some(n)),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Reads ciphertext (when none is buffered) and gives it to rustls. False at EOF.
-    async fn pump(&mut self) -> io::Result<bool> {
-        if self.cipher.is_empty() {
-            let (r, buf) = self.tcp.read(std::mem::take(&mut self.cipher)).await;
-            self.cipher = buf;
-            if r? == 0 {
-                return Ok(false);
-            }
-        }
-        let mut conn = self.conn.borrow_mut();
-        let n = conn.read_tls(&mut &self.cipher[..])?;
-        self.cipher.drain(..n);
-        conn.process_new_packets().map_err(invalid)?;
-        Ok(true)
-    }
-}
-
-impl AsyncReadRent for TlsReader {
-    async fn read<T: IoBufMut>(&mut self, mut buf: T) -> BufResult<usize, T> {
-        if self.cipher.capacity() == 0 {
-            self.cipher.reserve(16 * 1024);
-        }
-        // SAFETY: `write_ptr` / `bytes_total` describe memory `buf` owns for this call.
-        let slice = unsafe { std::slice::from_raw_parts_mut(buf.write_ptr(), buf.bytes_total()) };
-        loop {
-            match self.take_plaintext(slice) {
-                Ok(Some(n)) => {
-                    // SAFETY: rustls initialised the first `n` bytes.
-                    unsafe { buf.set_init(n) };
-                    return (Ok(n), buf);
-                }
-                Ok(None) => {}
-                Err(e) => return (Err(e), buf),
-            }
-            match self.pump().await {
-                Ok(true) => {}
-                Ok(false) => return (Ok(0), buf),
-                Err(e) => return (Err(e), buf),
-            }
-        }
-    }
-
-    async fn readv<T: IoVecBufMut>(&mut self, mut buf: T) -> BufResult<usize, T> {
-        // SAFETY: the iovec's first buffer is valid for the call (monoio's contract).
-        let n = match unsafe { RawBuf::new_from_iovec_mut(&mut buf) } {
-            Some(raw) => self.read(raw).await.0,
-            None => Ok(0),
-        };
-        if let Ok(n) = n {
-            // SAFETY: `read` initialised `n` bytes of the first buffer.
-            unsafe { buf.set_init(n) };
-        }
-        (n, buf)
-    }
-}
-
-impl TlsWriter {
+/// Where plaintext goes: into rustls, then the socket.
+pub(crate) trait PlainSink {
+    /// Hands plaintext to rustls; it takes at most its buffer limit (64 KiB) at a time.
+    fn put_plain(&mut self, data: &[u8]) -> io::Result<usize>;
     /// Sends everything rustls has queued.
-    async fn flush_tls(&mut self) -> io::Result<()> {
-        loop {
-            let mut out = Vec::new();
-            {
-                let mut conn = self.conn.borrow_mut();
-                while conn.wants_write() {
-                    conn.write_tls(&mut out)?;
-                }
+    async fn flush_tls(&mut self) -> io::Result<()>;
+}
+
+pub(crate) fn would_block_to_none(r: io::Result<usize>) -> io::Result<Option<usize>> {
+    match r {
+        Ok(n) => Ok(Some(n)),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// `AsyncReadRent::read` over a [`PlainSource`].
+pub(crate) async fn read_plain<S: PlainSource, T: IoBufMut>(
+    s: &mut S,
+    mut buf: T,
+) -> BufResult<usize, T> {
+    // SAFETY: `write_ptr` / `bytes_total` describe memory `buf` owns for this call.
+    let slice = unsafe { std::slice::from_raw_parts_mut(buf.write_ptr(), buf.bytes_total()) };
+    loop {
+        match s.take_plain(slice) {
+            Ok(Some(n)) => {
+                // SAFETY: rustls initialised the first `n` bytes.
+                unsafe { buf.set_init(n) };
+                return (Ok(n), buf);
             }
-            if out.is_empty() {
-                return Ok(());
-            }
-            let (r, _) = self.tcp.write_all(out).await;
-            r?;
+            Ok(None) => {}
+            Err(e) => return (Err(e), buf),
+        }
+        match s.pump().await {
+            Ok(true) => {}
+            Ok(false) => return (Ok(0), buf),
+            Err(e) => return (Err(e), buf),
         }
     }
 }
 
-impl AsyncWriteRent for TlsWriter {
-    async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
-        // SAFETY: `read_ptr` / `bytes_init` describe the buffer's initialised bytes.
-        let slice = unsafe { std::slice::from_raw_parts(buf.read_ptr(), buf.bytes_init()) };
-        let mut done = 0;
-        // rustls takes at most its buffer limit (64 KiB) at a time: write, flush, repeat.
-        while done < slice.len() {
-            let wrote = self.conn.borrow_mut().writer().write(&slice[done..]);
-            match wrote {
-                Ok(n) => done += n,
-                Err(e) => return (Err(e), buf),
-            }
-            if let Err(e) = self.flush_tls().await {
-                return (Err(e), buf);
-            }
+/// `AsyncReadRent::readv` over a [`PlainSource`] (into the first buffer).
+pub(crate) async fn readv_plain<S: PlainSource, T: IoVecBufMut>(
+    s: &mut S,
+    mut buf: T,
+) -> BufResult<usize, T> {
+    // SAFETY: the iovec's first buffer is valid for the call (monoio's contract).
+    let n = match unsafe { RawBuf::new_from_iovec_mut(&mut buf) } {
+        Some(raw) => read_plain(s, raw).await.0,
+        None => Ok(0),
+    };
+    if let Ok(n) = n {
+        // SAFETY: `read_plain` initialised `n` bytes of the first buffer.
+        unsafe { buf.set_init(n) };
+    }
+    (n, buf)
+}
+
+/// `AsyncWriteRent::write` over a [`PlainSink`]: all of `buf`, flushing as rustls fills.
+pub(crate) async fn write_plain<S: PlainSink, T: IoBuf>(s: &mut S, buf: T) -> BufResult<usize, T> {
+    // SAFETY: `read_ptr` / `bytes_init` describe the buffer's initialised bytes.
+    let slice = unsafe { std::slice::from_raw_parts(buf.read_ptr(), buf.bytes_init()) };
+    let mut done = 0;
+    while done < slice.len() {
+        match s.put_plain(&slice[done..]) {
+            Ok(n) => done += n,
+            Err(e) => return (Err(e), buf),
         }
-        (Ok(done), buf)
+        if let Err(e) = s.flush_tls().await {
+            return (Err(e), buf);
+        }
     }
+    (Ok(done), buf)
+}
 
-    async fn writev<T: IoVecBuf>(&mut self, buf: T) -> BufResult<usize, T> {
-        // SAFETY: as in `readv`.
-        let n = match unsafe { RawBuf::new_from_iovec(&buf) } {
-            Some(raw) => self.write(raw).await.0,
-            None => Ok(0),
-        };
-        (n, buf)
-    }
-
-    async fn flush(&mut self) -> io::Result<()> {
-        self.flush_tls().await
-    }
-
-    async fn shutdown(&mut self) -> io::Result<()> {
-        self.conn.borrow_mut().send_close_notify();
-        self.flush_tls().await?;
-        self.tcp.shutdown().await
-    }
+/// `AsyncWriteRent::writev` over a [`PlainSink`] (the first buffer).
+pub(crate) async fn writev_plain<S: PlainSink, T: IoVecBuf>(
+    s: &mut S,
+    buf: T,
+) -> BufResult<usize, T> {
+    // SAFETY: as in `readv_plain`.
+    let n = match unsafe { RawBuf::new_from_iovec(&buf) } {
+        Some(raw) => write_plain(s, raw).await.0,
+        None => Ok(0),
+    };
+    (n, buf)
 }
