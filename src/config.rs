@@ -33,10 +33,21 @@ pub struct Config {
     pub log: LogConfig,
 }
 
+/// Where offline messages live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OfflineBackend {
+    /// redb file `offline.redb` in `data_dir`.
+    Embedded,
+    /// Redis lists `im_offline:<uid>` (the `[redis]` section).
+    Redis,
+}
+
 /// Offline-message storage.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
+    pub backend: OfflineBackend,
     /// Directory of the embedded store (created if missing).
     pub data_dir: PathBuf,
     /// How often expired messages are purged, in seconds.
@@ -46,6 +57,7 @@ pub struct StorageConfig {
 impl Default for StorageConfig {
     fn default() -> Self {
         Self {
+            backend: OfflineBackend::Embedded,
             data_dir: PathBuf::from("data"),
             purge_interval_secs: 600,
         }

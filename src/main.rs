@@ -15,11 +15,11 @@ use anyhow::Context;
 use clap::Parser;
 use im_shards::config::{Driver, Persist};
 use im_shards::{Server, TokenAuth};
-use im_storage::{EmbeddedStore, StoreHandle};
+use im_storage::{EmbeddedStore, OfflineStore, RedisOffline, StoreHandle};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
 use crate::cli::{Cli, Command, DriverArg, PersistArg};
-use crate::config::Config;
+use crate::config::{Config, OfflineBackend};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -105,19 +105,17 @@ fn run(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     // Signals are blocked for every thread started after this point.
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
 
-    let store_path = cfg.storage.data_dir.join("offline.redb");
-    let store = EmbeddedStore::open(&store_path)
-        .with_context(|| format!("opening offline store {}", store_path.display()))?;
-    let purge = Duration::from_secs(cfg.storage.purge_interval_secs.max(1));
-    let (handle, worker) = StoreHandle::spawn(Arc::new(store), purge)?;
     let control = groups::control_runtime()?;
+    let (store, store_desc) = open_offline_store(&cfg, &control)?;
+    let purge = Duration::from_secs(cfg.storage.purge_interval_secs.max(1));
+    let (handle, worker) = StoreHandle::spawn(store, purge)?;
     let (group_store, group_desc) = groups::open(&cfg, &control)?;
     let callback = auth_callback(&cfg, &control)?;
     let server = Server::start(cfg.core(), handle.clone(), group_store.clone(), callback)
         .context("starting shards")?;
     let api = api::start(&cfg, &control, &server, handle.clone(), group_store)?;
 
-    print_summary(&cfg, &server, path.as_deref(), &store_path, &group_desc);
+    print_summary(&cfg, &server, path.as_deref(), &store_desc, &group_desc);
     tracing::info!("imserver ready");
 
     if let Some(sig) = signals.forever().next() {
@@ -133,6 +131,40 @@ fn run(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     control.shutdown_timeout(Duration::from_secs(1));
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The configured offline store, and a one-line description for the summary.
+fn open_offline_store(
+    cfg: &Config,
+    rt: &tokio::runtime::Runtime,
+) -> anyhow::Result<(Arc<dyn OfflineStore>, String)> {
+    match cfg.storage.backend {
+        OfflineBackend::Embedded => {
+            let path = cfg.storage.data_dir.join("offline.redb");
+            let store = EmbeddedStore::open(&path)
+                .with_context(|| format!("opening offline store {}", path.display()))?;
+            Ok((
+                Arc::new(store),
+                format!("embedded redb at {}", path.display()),
+            ))
+        }
+        OfflineBackend::Redis => {
+            let r = &cfg.redis;
+            let store = RedisOffline::connect(r, rt.handle().clone()).with_context(|| {
+                format!(
+                    "connecting the Redis offline store at {}:{}",
+                    r.host, r.port
+                )
+            })?;
+            Ok((
+                Arc::new(store),
+                format!(
+                    "redis {}:{} db {} (lists im_offline:<uid>)",
+                    r.host, r.port, r.db
+                ),
+            ))
+        }
+    }
 }
 
 /// The HTTP authentication callback client when `auth.mode = "http"`.
@@ -153,7 +185,7 @@ fn auth_callback(
     Ok(Some(Arc::new(cb)))
 }
 
-fn print_summary(cfg: &Config, server: &Server, path: Option<&Path>, store: &Path, groups: &str) {
+fn print_summary(cfg: &Config, server: &Server, path: Option<&Path>, store: &str, groups: &str) {
     let c = &cfg.net;
     println!("imserver {}", env!("CARGO_PKG_VERSION"));
     println!(
@@ -180,10 +212,8 @@ fn print_summary(cfg: &Config, server: &Server, path: Option<&Path>, store: &Pat
         );
     }
     println!(
-        "  storage    embedded redb at {} (persist: {:?}, retention {} days)",
-        store.display(),
-        cfg.delivery.persist,
-        cfg.delivery.retention_days
+        "  storage    {} (persist: {:?}, retention {} days)",
+        store, cfg.delivery.persist, cfg.delivery.retention_days
     );
     println!("  groups     {groups}");
     if cfg.control.enabled {

@@ -150,6 +150,21 @@ pub fn binary_frames(dir: &Path, open: Opener) {
 /// `$open` is an expression of type `fn(&Path) -> Arc<dyn OfflineStore>`.
 #[macro_export]
 macro_rules! offline_store_contract {
+    // `with = f`: each case runs as `f(case)`, for backends that need a fixture (a server
+    // process) around the whole case.
+    (with = $with:expr) => {
+        $crate::offline_store_contract!(@with $with;
+            append_then_fetch_in_order, fetch_pages, remove_after_ack, mixed_batch,
+            retention, survives_reopen, binary_frames);
+    };
+    (@with $with:expr; $($case:ident),*) => {
+        $(
+            #[test]
+            fn $case() {
+                $with($crate::contract::$case);
+            }
+        )*
+    };
     ($open:expr) => {
         $crate::offline_store_contract!(@cases $open;
             append_then_fetch_in_order, fetch_pages, remove_after_ack, mixed_batch,

@@ -17,10 +17,12 @@ mod error;
 pub mod groups;
 pub mod histogram;
 mod offline;
+mod redis_offline;
 mod worker;
 
 pub use embedded::EmbeddedStore;
 pub use error::StoreError;
 pub use groups::{EmbeddedGroups, GroupError, GroupStore, RedisConfig, RedisGroups, Versions};
 pub use offline::{now_ms, OfflineMessage, OfflineStore, StoredMessage, Write};
+pub use redis_offline::RedisOffline;
 pub use worker::{StoreHandle, StoreStats, StoreWorker};

@@ -24,6 +24,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 pub use embedded::EmbeddedGroups;
+pub(crate) use redis::builder;
 pub use redis::{RedisConfig, RedisGroups};
 pub use versions::Versions;
 
