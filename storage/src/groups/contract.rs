@@ -115,17 +115,25 @@ pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
     dir: PathBuf,
+    extra: Vec<String>,
     _tmp: tempfile::TempDir,
 }
 
 impl RedisServer {
     pub fn start() -> RedisServer {
+        Self::start_with(&[])
+    }
+
+    /// Starts with extra `redis-server` arguments (e.g. `--appendonly yes`), which come after
+    /// the defaults and override them.
+    pub fn start_with(extra: &[&str]) -> RedisServer {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().to_path_buf();
         let mut s = RedisServer {
             child: None,
             port: 0,
             dir,
+            extra: extra.iter().map(|a| a.to_string()).collect(),
             _tmp: tmp,
         };
         s.spawn(None);
@@ -140,6 +148,7 @@ impl RedisServer {
                 .args(["--save", "", "--appendonly", "no"])
                 .arg("--dir")
                 .arg(&self.dir)
+                .args(&self.extra)
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())
                 .spawn()
