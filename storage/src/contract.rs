@@ -109,8 +109,13 @@ pub fn retention(dir: &Path, open: Opener) {
     let later = s.fetch(3, 0, 10, 2_000).unwrap();
     assert_eq!(later.len(), 1);
     assert_eq!(&later[0].frame[..], b"long");
-    assert_eq!(s.purge_expired(2_000).unwrap(), 1);
-    assert_eq!(s.count(3).unwrap(), 1);
+    if s.expires_natively() {
+        assert_eq!(s.purge_expired(2_000).unwrap(), 0);
+    } else {
+        assert_eq!(s.purge_expired(2_000).unwrap(), 1);
+        assert_eq!(s.count(3).unwrap(), 1);
+    }
+    assert_eq!(s.fetch(3, 0, 10, 2_000).unwrap().len(), 1);
 }
 
 /// Data survives a reopen, and new sequence numbers stay above the stored ones.

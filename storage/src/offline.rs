@@ -50,11 +50,24 @@ pub trait OfflineStore: Send + Sync + 'static {
         now_ms: u64,
     ) -> Result<Vec<StoredMessage>, StoreError>;
 
-    /// Deletes every message expired at `now_ms`; returns how many.
+    /// Deletes every message expired at `now_ms`; returns how many. Backends whose engine
+    /// drops expired rows itself (see [`OfflineStore::expires_natively`]) return 0.
     fn purge_expired(&self, now_ms: u64) -> Result<usize, StoreError>;
+
+    /// True when the engine expires messages by itself (ScyllaDB's TTL): `purge_expired`
+    /// then has nothing to do, and `count` may include expired messages until the engine
+    /// drops them. Fetches never return expired messages either way.
+    fn expires_natively(&self) -> bool {
+        false
+    }
 
     /// Number of messages stored for `uid`, expired or not.
     fn count(&self, uid: u32) -> Result<usize, StoreError>;
+
+    /// Answers whether the backend can be reached now (`/readyz`); the default is yes.
+    fn check(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 
     /// Appends messages; see [`Write::Append`].
     fn append(&self, msgs: &[OfflineMessage]) -> Result<Vec<u64>, StoreError> {

@@ -256,6 +256,10 @@ impl OfflineStore for RedisOffline {
         }
     }
 
+    fn check(&self) -> Result<(), StoreError> {
+        self.run("check", self.pool.next().ping::<()>(None))
+    }
+
     fn count(&self, uid: u32) -> Result<usize, StoreError> {
         self.run("count", self.pool.llen(list_key(uid)))
     }

@@ -236,6 +236,7 @@ fn apply(store: &dyn OfflineStore, ops: &mut Vec<Op>, stats: &StoreStats) {
             _ => None,
         })
         .collect();
+    let wrote = !writes.is_empty();
     let result = if writes.is_empty() {
         Ok(Vec::new())
     } else {
@@ -288,7 +289,12 @@ fn apply(store: &dyn OfflineStore, ops: &mut Vec<Op>, stats: &StoreStats) {
                 let _ = reply.send(store.count(uid));
             }
             Op::Flush { reply } => {
-                let _ = reply.send(result.as_ref().map(|_| ()).map_err(Clone::clone));
+                // With nothing written this turn, ask the backend whether it is reachable.
+                let r = match &result {
+                    Ok(_) if !wrote => store.check(),
+                    r => r.as_ref().map(|_| ()).map_err(Clone::clone),
+                };
+                let _ = reply.send(r);
             }
             Op::Stop => {}
         }

@@ -1,0 +1,48 @@
+//! The offline-store contract against a real ScyllaDB, when `SCYLLA_URI` (`host:port`, e.g.
+//! `127.0.0.1:9042`) is set. No ScyllaDB can be installed on the development machine, so
+//! without it every case prints that it was skipped and passes; the driver wiring still
+//! runs in CI against an in-process CQL server (`scylla_wiring.rs`).
+//!
+//! Each case uses its own keyspace (`im_contract_<hash>`, SimpleStrategy, RF 1), left in
+//! place afterwards for inspection.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use im_storage::contract::Opener;
+use im_storage::{OfflineStore, ScyllaConfig, ScyllaOffline};
+
+fn with_scylla(case: fn(&Path, Opener)) {
+    let Ok(uri) = std::env::var("SCYLLA_URI") else {
+        eprintln!(
+            "SKIPPED: the ScyllaDB contract needs a real ScyllaDB; \
+             set SCYLLA_URI=host:port to run it"
+        );
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let run = std::process::id();
+    let open = |dir: &Path| -> Arc<dyn OfflineStore> {
+        let h = dir.to_string_lossy().bytes().fold(u64::from(run), |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
+        });
+        let cfg = ScyllaConfig {
+            contact_points: vec![uri.clone()],
+            keyspace: format!("im_contract_{h:x}"),
+            replication_strategy: "SimpleStrategy".into(),
+            consistency: "one".into(),
+            ..ScyllaConfig::default()
+        };
+        let s = ScyllaOffline::new(cfg, 86_400, rt.handle().clone()).expect("config");
+        s.connect_now().expect("connect to SCYLLA_URI");
+        Arc::new(s)
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    case(dir.path(), &open);
+}
+
+im_storage::offline_store_contract!(with = with_scylla);
