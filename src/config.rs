@@ -1,4 +1,4 @@
-//! The server's configuration: the core's sections plus Redis, storage and logging.
+//! The server's configuration: the core's sections plus Redis, ScyllaDB, storage and logging.
 //!
 //! Precedence, lowest first: built-in defaults (identical to `config/imserver.toml`), the
 //! config file, environment variables `IMSERVER_<SECTION>__<KEY>` (e.g.
@@ -13,7 +13,7 @@ use im_shards::config::{
     AuthConfig, DeliveryConfig, GroupsConfig, NetConfig, RuntimeConfig, SessionConfig, TlsConfig,
 };
 use im_shards::CoreConfig;
-use im_storage::RedisConfig;
+use im_storage::{RedisConfig, ScyllaConfig};
 use serde::{Deserialize, Serialize};
 
 /// The whole configuration file.
@@ -28,6 +28,7 @@ pub struct Config {
     pub groups: GroupsConfig,
     pub tls: TlsConfig,
     pub redis: RedisConfig,
+    pub scylla: ScyllaConfig,
     pub control: ControlConfig,
     pub storage: StorageConfig,
     pub log: LogConfig,
@@ -41,6 +42,8 @@ pub enum OfflineBackend {
     Embedded,
     /// Redis lists `im_offline:<uid>` (the `[redis]` section).
     Redis,
+    /// ScyllaDB tables in `scylla.keyspace` (the `[scylla]` section).
+    Scylla,
 }
 
 /// Offline-message storage.
@@ -155,6 +158,18 @@ mod tests {
         let text = std::fs::read_to_string(path).unwrap();
         let from_file: Config = toml::from_str(&text).unwrap();
         assert_eq!(from_file, Config::default());
+    }
+
+    #[test]
+    fn compose_stack_config_selects_scylla_and_redis() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/imserver-compose.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let cfg: Config = toml::from_str(&text).unwrap();
+        assert_eq!(cfg.storage.backend, OfflineBackend::Scylla);
+        assert_eq!(cfg.scylla.contact_points, ["scylla:9042"]);
+        assert_eq!(cfg.groups.backend, im_shards::config::GroupBackend::Redis);
+        assert_eq!(cfg.redis.host, "redis");
+        assert_eq!(cfg.delivery.persist, im_shards::config::Persist::BeforeAck);
     }
 
     #[test]

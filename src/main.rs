@@ -15,7 +15,7 @@ use anyhow::Context;
 use clap::Parser;
 use im_shards::config::{Driver, Persist};
 use im_shards::{Server, TokenAuth};
-use im_storage::{EmbeddedStore, OfflineStore, RedisOffline, StoreHandle};
+use im_storage::{EmbeddedStore, OfflineStore, RedisOffline, ScyllaOffline, StoreHandle};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
 use crate::cli::{Cli, Command, DriverArg, PersistArg};
@@ -161,6 +161,29 @@ fn open_offline_store(
                 format!(
                     "redis {}:{} db {} (lists im_offline:<uid>)",
                     r.host, r.port, r.db
+                ),
+            ))
+        }
+        OfflineBackend::Scylla => {
+            let c = &cfg.scylla;
+            let ttl = cfg.delivery.retention_days.saturating_mul(86_400);
+            let store = ScyllaOffline::new(c.clone(), ttl, rt.handle().clone())
+                .context("the [scylla] section")?;
+            // Unreachable at start is not fatal: online traffic is served, offline writes
+            // fail (metrics, /readyz) and the store reconnects by itself.
+            let state = match store.connect_now() {
+                Ok(()) => "connected",
+                Err(e) => {
+                    tracing::warn!("{e}; serving online traffic, retrying in the background");
+                    "NOT REACHABLE, retrying"
+                }
+            };
+            Ok((
+                Arc::new(store),
+                format!(
+                    "scylla {} keyspace {} ({state})",
+                    c.contact_points.join(","),
+                    c.keyspace
                 ),
             ))
         }
