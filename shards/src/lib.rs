@@ -13,6 +13,8 @@
 //! sender's and on the members' shards), [`shard`] (users, routing, lifecycle).
 
 pub mod auth;
+#[cfg(feature = "bench-api")]
+pub mod bench_api;
 pub mod callback;
 pub mod config;
 mod conn;

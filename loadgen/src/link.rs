@@ -1,0 +1,179 @@
+//! One logged-in connection at run time: an outbox that whatever wants to send appends to,
+//! a writer task that empties it (so acks, heartbeat answers and publishes share writes), and
+//! a reader task that turns what arrives into events for the thread's [`Local`] state.
+//! Everything here lives on one loadgen thread (`Rc`, `RefCell`).
+
+use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+use crate::conn::{Framer, Reader, Writer};
+use crate::local::Local;
+use crate::proto::{ConnState, Dest, Event, Proto};
+use crate::stamp::Stamp;
+
+/// A logged-in connection of user `uid`.
+pub struct Link {
+    pub uid: u32,
+    proto: Proto,
+    out: RefCell<Vec<u8>>,
+    framer: RefCell<Framer>,
+    state: RefCell<ConnState>,
+    /// The writer task, waiting for bytes.
+    writer_waker: Cell<Option<Waker>>,
+    /// The sender, waiting for its window to open.
+    sender_waker: Cell<Option<Waker>>,
+    /// Publishes not yet acked (or refused).
+    pub inflight: Cell<u32>,
+    pub closed: Cell<bool>,
+}
+
+impl Link {
+    /// Starts the connection's reader and writer tasks on the current thread.
+    pub fn start(
+        uid: u32,
+        proto: Proto,
+        local: Rc<Local>,
+        rd: Reader,
+        wr: Writer,
+        framer: Framer,
+    ) -> Rc<Link> {
+        let link = Rc::new(Link {
+            uid,
+            proto,
+            out: RefCell::new(Vec::with_capacity(4096)),
+            framer: RefCell::new(framer),
+            state: RefCell::new(ConnState::default()),
+            writer_waker: Cell::new(None),
+            sender_waker: Cell::new(None),
+            inflight: Cell::new(0),
+            closed: Cell::new(false),
+        });
+        monoio::spawn(read_loop(link.clone(), local, rd));
+        monoio::spawn(write_loop(link.clone(), wr));
+        link
+    }
+
+    /// Queues one publish.
+    pub fn publish(&self, dest: Dest, s: Stamp, payload: &[u8]) {
+        {
+            let mut out = self.out.borrow_mut();
+            let mut st = self.state.borrow_mut();
+            let mut fr = self.framer.borrow_mut();
+            self.proto
+                .publish(&mut st, &mut fr, &mut out, dest, s, payload);
+        }
+        self.inflight.set(self.inflight.get() + 1);
+        self.wake_writer();
+    }
+
+    /// A publish was answered (acked or refused).
+    pub fn answered(&self) {
+        self.inflight.set(self.inflight.get().saturating_sub(1));
+        if let Some(w) = self.sender_waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Waits until fewer than `window` publishes are in flight, or `max` has passed.
+    pub async fn window_open(&self, window: u32, max: Duration) {
+        let wait = poll_fn(|cx| {
+            if self.inflight.get() < window || self.closed.get() {
+                Poll::Ready(())
+            } else {
+                self.sender_waker.set(Some(cx.waker().clone()));
+                Poll::Pending
+            }
+        });
+        let _ = monoio::time::timeout(max, wait).await;
+    }
+
+    /// Ends the connection: the writer flushes what is queued and shuts the socket down.
+    pub fn close(&self) {
+        self.closed.set(true);
+        self.wake_writer();
+        if let Some(w) = self.sender_waker.take() {
+            w.wake();
+        }
+    }
+
+    fn wake_writer(&self) {
+        if let Some(w) = self.writer_waker.take() {
+            w.wake();
+        }
+    }
+}
+
+async fn write_loop(link: Rc<Link>, mut wr: Writer) {
+    let mut spare = Vec::with_capacity(4096);
+    loop {
+        poll_fn(|cx| {
+            if !link.out.borrow().is_empty() || link.closed.get() {
+                Poll::Ready(())
+            } else {
+                link.writer_waker.set(Some(cx.waker().clone()));
+                Poll::Pending
+            }
+        })
+        .await;
+        std::mem::swap(&mut spare, &mut *link.out.borrow_mut());
+        if !spare.is_empty() {
+            match wr.write(std::mem::take(&mut spare)).await {
+                Ok(mut buf) => {
+                    buf.clear();
+                    spare = buf;
+                }
+                Err(_) => {
+                    link.closed.set(true);
+                    return;
+                }
+            }
+        } else if link.closed.get() {
+            wr.shutdown().await;
+            return;
+        }
+    }
+}
+
+async fn read_loop(link: Rc<Link>, local: Rc<Local>, mut rd: Reader) {
+    loop {
+        match rd.fill().await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let r = {
+            let mut out = link.out.borrow_mut();
+            let mut st = link.state.borrow_mut();
+            let mut fr = link.framer.borrow_mut();
+            link.proto
+                .on_read(&mut st, &mut rd, &mut fr, &mut out, |ev| {
+                    local.on_event(&link, ev)
+                })
+        };
+        if let Err(e) = r {
+            local.error("protocol");
+            tracing_free_log(&e);
+            break;
+        }
+        link.wake_writer();
+    }
+    if !link.closed.get() {
+        local.on_event(&link, Event::Closed);
+    }
+    link.closed.set(true);
+    link.wake_writer();
+}
+
+/// The load generator keeps stderr for its progress line; protocol errors are counted, and
+/// the first few are printed.
+fn tracing_free_log(e: &str) {
+    thread_local!(static SHOWN: Cell<u32> = const { Cell::new(0) });
+    SHOWN.with(|n| {
+        if n.get() < 5 {
+            n.set(n.get() + 1);
+            eprintln!("\nloadgen: protocol error from target: {e}");
+        }
+    });
+}

@@ -1,0 +1,179 @@
+//! The scenarios, and what they share: logging users in (a few at a time, so the target's
+//! accept backlog is not overrun), the sender loop with its rate and window, and the drain at
+//! the end of a run. All of it runs inside one loadgen thread.
+
+pub mod connect;
+pub mod group;
+pub mod idle;
+pub mod offline;
+pub mod p2p;
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::conn;
+use crate::link::Link;
+use crate::local::{Counters, Local};
+use crate::proto::{Dest, LoginError};
+use crate::runner::Ctx;
+use crate::stamp::{now_us, Stamp};
+
+/// Logins in flight at once per thread.
+const LOGIN_BATCH: usize = 64;
+
+/// One user to log in, and the MQTT topics it subscribes to.
+pub struct UserSpec {
+    pub uid: u32,
+    pub topics: Vec<String>,
+}
+
+/// Opens, logs in and starts one connection; records the connect latency.
+pub async fn login(
+    ctx: &Ctx,
+    local: &Rc<Local>,
+    uid: u32,
+    topics: &[String],
+) -> Result<Rc<Link>, LoginError> {
+    let t0 = Instant::now();
+    let (mut rd, mut wr, mut fr) = conn::open(&ctx.ep, uid as usize).await?;
+    ctx.proto
+        .login(&mut rd, &mut wr, &mut fr, uid, topics)
+        .await?;
+    let _ = local
+        .hists
+        .borrow_mut()
+        .connect
+        .record(t0.elapsed().as_micros().max(1) as u64);
+    Counters::add(&local.counters.conns, 1);
+    Ok(Link::start(
+        uid,
+        ctx.proto.clone(),
+        local.clone(),
+        rd,
+        wr,
+        fr,
+    ))
+}
+
+/// Logs every user in, [`LOGIN_BATCH`] at a time. Fails with the first error and a count
+/// (a message scenario with a missing user would only measure that user's absence).
+pub async fn login_all(
+    ctx: &Arc<Ctx>,
+    local: &Rc<Local>,
+    users: Vec<UserSpec>,
+) -> Result<Vec<Rc<Link>>, String> {
+    let mut links = Vec::with_capacity(users.len());
+    let mut failed = 0usize;
+    let mut first = None;
+    let total = users.len();
+    let mut it = users.into_iter().peekable();
+    while it.peek().is_some() {
+        let batch: Vec<_> = it
+            .by_ref()
+            .take(LOGIN_BATCH)
+            .map(|u| {
+                let (ctx, local) = (ctx.clone(), local.clone());
+                monoio::spawn(async move {
+                    login(&ctx, &local, u.uid, &u.topics)
+                        .await
+                        .map_err(|e| (u.uid, e))
+                })
+            })
+            .collect();
+        for h in batch {
+            match h.await {
+                Ok(l) => links.push(l),
+                Err((uid, e)) => {
+                    local.error(e.kind());
+                    failed += 1;
+                    first.get_or_insert(format!("uid {uid}: {e}"));
+                }
+            }
+        }
+    }
+    match first {
+        None => Ok(links),
+        Some(e) => Err(format!("{failed} of {total} logins failed; first: {e}")),
+    }
+}
+
+/// How one sender sends.
+#[derive(Clone, Copy)]
+pub struct SendPlan {
+    pub dest: Dest,
+    pub stream: u32,
+    /// Messages per second; 0: flat out.
+    pub rate: f64,
+    pub window: u32,
+    /// Stop after this many messages (`u32::MAX`: until `end`).
+    pub count: u32,
+    pub end: Instant,
+}
+
+/// Sends until `plan.end` (or `plan.count`), keeping at most `window` unacked.
+pub async fn send_loop(local: Rc<Local>, link: Rc<Link>, plan: SendPlan, payload: Rc<Vec<u8>>) {
+    let start = Instant::now();
+    let mut seq: u32 = 0;
+    while seq < plan.count && Instant::now() < plan.end && !link.closed.get() {
+        if link.inflight.get() >= plan.window {
+            link.window_open(plan.window, Duration::from_millis(50))
+                .await;
+            continue;
+        }
+        if plan.rate > 0.0 {
+            let due = (start.elapsed().as_secs_f64() * plan.rate) as u64 + 1;
+            if seq as u64 >= due {
+                let next = Duration::from_secs_f64((seq as f64 + 1.0) / plan.rate);
+                let wait = next.saturating_sub(start.elapsed());
+                monoio::time::sleep(wait.max(Duration::from_micros(200))).await;
+                continue;
+            }
+        }
+        let s = Stamp {
+            run: local.run,
+            stream: plan.stream,
+            seq,
+            t_us: now_us(),
+        };
+        link.publish(plan.dest, s, &payload);
+        Counters::add(&local.counters.sent, 1);
+        seq += 1;
+    }
+}
+
+/// After sending: waits until every acked message has arrived and every publish is answered
+/// (or `timeout`), then closes the connections.
+pub async fn drain(local: &Local, links: &[Rc<Link>], timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        let inflight: u32 = links
+            .iter()
+            .filter(|l| !l.closed.get())
+            .map(|l| l.inflight.get())
+            .sum();
+        if inflight == 0 && local.outstanding() == 0 {
+            break;
+        }
+        monoio::time::sleep(Duration::from_millis(20)).await;
+    }
+    close_all(local, links).await;
+}
+
+/// Closes every connection and gives the writers a moment to flush.
+pub async fn close_all(local: &Local, links: &[Rc<Link>]) {
+    local.stopping.set(true);
+    for l in links {
+        l.close();
+    }
+    monoio::time::sleep(Duration::from_millis(50)).await;
+}
+
+/// A thread whose setup failed: the error is printed once per thread and counted; the run
+/// reports it (and, having no traffic, fails its checks by having nothing to show).
+pub fn failed(local: &Local, e: String) -> std::collections::BTreeMap<String, f64> {
+    eprintln!("\nloadgen: {e}");
+    local.error("setup_failed");
+    local.stopping.set(true);
+    std::collections::BTreeMap::new()
+}
