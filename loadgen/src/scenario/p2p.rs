@@ -1,5 +1,6 @@
 //! `p2p`: pairs of users sending to each other (two streams per pair), at a rate or flat out.
-//! Against the echo baseline a "pair" is one connection whose frames come back to it.
+//! Against the echo baseline each connection's frames come back to it (same connections,
+//! same offered load).
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -29,13 +30,15 @@ pub async fn run(t: usize, ctx: Arc<Ctx>, local: Rc<Local>, a: P2p) -> BTreeMap<
             uid: ua,
             topics: topics(ua),
         });
+        users.push(UserSpec {
+            uid: ub,
+            topics: topics(ub),
+        });
         if echo {
+            // Same connections and offered load; each one's frames come back to it.
             streams.push((ua, ua, 2 * p));
+            streams.push((ub, ub, 2 * p + 1));
         } else {
-            users.push(UserSpec {
-                uid: ub,
-                topics: topics(ub),
-            });
             streams.push((ua, ub, 2 * p));
             streams.push((ub, ua, 2 * p + 1));
         }

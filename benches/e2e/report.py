@@ -1,0 +1,185 @@
+#!/usr/bin/env python3
+"""Turns the loadgen JSON of one benchmark run into benches/RESULTS.md and the plots.
+
+Usage: report.py RESULTS_DIR BENCHES_DIR DURATION VERSIONS ELAPSED_S
+Every ratio is target ÷ this server, measured in the same run on the same machine.
+"""
+import datetime
+import json
+import os
+import platform
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+res_dir, benches, duration, versions, elapsed = sys.argv[1:6]
+R = {}
+for f in sorted(os.listdir(res_dir)):
+    if f.endswith(".json"):
+        try:
+            R[f[:-5]] = json.load(open(os.path.join(res_dir, f)))
+        except ValueError:
+            pass  # a failed run left no JSON: reported as missing
+
+TARGETS = [("im", "this server"), ("mosquitto", "mosquitto"), ("nats", "nats-server"), ("echo", "echo baseline")]
+SIZES = [10, 100, 500]
+
+
+def cpu():
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def ratio(x, base):
+    return f"{x / base:.2f}x" if base else "—"
+
+
+def checks(r):
+    return f"{r['lost']}/{r['duplicated']}/{r['reordered']}"
+
+
+def row_msgs(label, r, base):
+    l = r["latency_us"]
+    b = base["latency_us"] if base else None
+    return (
+        f"| {label} | {r['throughput']:,.0f} | {ratio(r['throughput'], base['throughput']) if base else '—'} "
+        f"| {l['p50']:,} | {l['p99']:,} | {ratio(l['p99'], b['p99']) if b else '—'} | {l['p999']:,} | {l['max']:,} "
+        f"| {checks(r)} |"
+    )
+
+
+out = []
+w = out.append
+w("# Benchmark results")
+w("")
+w(f"Written by `benches/e2e/run` on {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
+  f"whole run {elapsed} s. Machine: {os.cpu_count()} cores ({cpu()}), Linux {platform.release()}. "
+  f"Targets: this server (release build, embedded defaults), {versions}, and the monoio echo "
+  f"server (`loadgen/src/bin/echo_server.rs`), the ceiling of what loopback moves with these frames.")
+w("")
+w(f"Same loadgen settings for every target: {duration} of sending per run, 64-byte payloads, "
+  "QoS 1 for MQTT (a topic per user, a topic per group), the IM protocol over TCP unless said. "
+  "The load generator and the target share the machine's cores, as they do for every target. "
+  "**Ratios are target ÷ this server** (throughput above 1.00x: faster than ours; p99 above "
+  "1.00x: slower than ours). Checks are lost/duplicated/reordered messages, counted by the "
+  "receivers from the sequence number in every message: they must be 0/0/0.")
+w("")
+
+for key, title, note in [
+    ("p2p-flat", "1:1 messages, flat out", "50 pairs, both directions, at most 32 unacked per sender."),
+    ("p2p-rate", "1:1 messages at a fixed rate", "100 pairs, 100 msg/s per sender (20,000 msg/s offered): latency under moderate load."),
+]:
+    w(f"## {title}")
+    w("")
+    w(note)
+    w("")
+    w("| target | deliveries/s | throughput ratio | p50 µs | p99 µs | p99 ratio | p99.9 µs | max µs | lost/dup/reord |")
+    w("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    base = R.get(f"im-{key}")
+    for t, label in TARGETS:
+        r = R.get(f"{t}-{key}")
+        w(row_msgs(label, r, base) if r else f"| {label} | missing (run failed) | | | | | | | |")
+    w("")
+
+w("## Group fan-out, flat out")
+w("")
+w("About 1,000 members per run (groups × members), one sender per group with at most 4 "
+  "unacked; fan-out latency is send → the last member received it.")
+w("")
+w("| target | members | deliveries/s | throughput ratio | fan-out p50 µs | fan-out p99 µs | p99 ratio | delivery p99 µs | lost/dup/reord |")
+w("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+for m in SIZES:
+    base = R.get(f"im-group-{m}")
+    for t, label in TARGETS[:3]:
+        r = R.get(f"{t}-group-{m}")
+        if not r:
+            w(f"| {label} | {m} | missing (run failed) | | | | | | |")
+            continue
+        f = r["fanout_latency_us"]
+        w(f"| {label} | {m} | {r['throughput']:,.0f} | {ratio(r['throughput'], base['throughput']) if base else '—'} "
+          f"| {f['p50']:,} | {f['p99']:,} | {ratio(f['p99'], base['fanout_latency_us']['p99']) if base else '—'} "
+          f"| {r['latency_us']['p99']:,} | {checks(r)} |")
+w("")
+
+w("## This server only")
+w("")
+w("| run | figure |")
+w("|---|---|")
+base = R.get("im-p2p-flat")
+for name, label in [("im-ws-p2p-flat", "1:1 flat out over WebSocket"), ("im-wss-p2p-flat", "1:1 flat out over WebSocket + TLS")]:
+    r = R.get(name)
+    if r:
+        w(f"| {label} | {r['throughput']:,.0f} deliveries/s ({ratio(r['throughput'], base['throughput']) if base else '—'} of TCP), "
+          f"p99 {r['latency_us']['p99']:,} µs, checks {checks(r)} |")
+r = R.get("im-connect")
+if r:
+    c = r["connect_latency_us"]
+    w(f"| connect + auth storm (16 connectors per thread) | {r['extra'].get('connects_per_s', 0):,.0f} logins/s, "
+      f"p50 {c['p50']:,} µs, p99 {c['p99']:,} µs, errors {sum(r['errors'].values())} |")
+r = R.get("im-idle")
+if r:
+    e = r["extra"]
+    w(f"| 5,000 idle connections | server {e.get('server_bytes_per_conn', 0):,.0f} bytes per connection "
+      f"(RSS {e.get('server_rss_before_mib', 0):.1f} → {e.get('server_rss_after_mib', 0):.1f} MiB), "
+      f"{e.get('alive_at_end', 0):,.0f} alive at the end |")
+r = R.get("im-offline")
+if r:
+    w(f"| offline drain (200 users × 100 messages stored, then all connect) | {r['throughput']:,.0f} messages/s, "
+      f"{r['delivered']:,} delivered in {r['elapsed_s']:.2f} s, checks {checks(r)} |")
+w("")
+
+# Plots.
+pdir = os.path.join(benches, "plots")
+os.makedirs(pdir, exist_ok=True)
+fig, ax = plt.subplots(figsize=(7, 4.5))
+for t, label in TARGETS:
+    r = R.get(f"{t}-p2p-rate")
+    if r and r["latency_cdf_us"]:
+        xs = [v / 1000 for _, v in r["latency_cdf_us"]]
+        ys = [q for q, _ in r["latency_cdf_us"]]
+        ax.plot(xs, ys, label=label)
+ax.set_xscale("log")
+ax.set_xlabel("delivery latency (ms, log)")
+ax.set_ylabel("fraction of messages")
+ax.set_title("1:1 latency CDF at 20,000 msg/s offered")
+ax.grid(True, which="both", alpha=0.3)
+ax.legend()
+fig.tight_layout()
+fig.savefig(os.path.join(pdir, "latency_cdf.png"), dpi=110)
+
+fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2))
+for t, label in TARGETS[:3]:
+    pts = [(m, R.get(f"{t}-group-{m}")) for m in SIZES]
+    pts = [(m, r) for m, r in pts if r]
+    if pts:
+        a1.plot([m for m, _ in pts], [r["throughput"] for _, r in pts], marker="o", label=label)
+        a2.plot([m for m, _ in pts], [r["fanout_latency_us"]["p99"] / 1000 for _, r in pts], marker="o", label=label)
+for a, yl in [(a1, "deliveries/s"), (a2, "fan-out p99 (ms)")]:
+    a.set_xscale("log")
+    a.set_xlabel("group size (members)")
+    a.set_ylabel(yl)
+    a.grid(True, which="both", alpha=0.3)
+    a.legend()
+a1.set_title("group throughput vs group size")
+a2.set_title("fan-out p99 vs group size")
+a2.set_yscale("log")
+fig.tight_layout()
+fig.savefig(os.path.join(pdir, "group.png"), dpi=110)
+
+w("## Plots")
+w("")
+w("![latency CDF](plots/latency_cdf.png)")
+w("")
+w("![group throughput and p99 against group size](plots/group.png)")
+w("")
+w("Raw loadgen output of every run: `benches/results/*.json`.")
+open(os.path.join(benches, "RESULTS.md"), "w").write("\n".join(out) + "\n")
+print("wrote", os.path.join(benches, "RESULTS.md"))
