@@ -243,6 +243,12 @@ pub struct AuthConfig {
     pub http_timeout_ms: u64,
     /// `mode = "http"`: calls in flight at once; beyond this CONNECT_ACK 4.
     pub http_max_inflight: usize,
+    /// Failed logins from one source address within `failure_window_ms` after which its
+    /// CONNECTs get CONNECT_ACK 5 until the window ends; 0 turns the limit off.
+    pub max_failures: u32,
+    pub failure_window_ms: u64,
+    /// Source addresses the limiter tracks at once (it fails open beyond this).
+    pub limiter_max_addrs: usize,
 }
 
 impl Default for AuthConfig {
@@ -254,6 +260,9 @@ impl Default for AuthConfig {
             http_url: String::new(),
             http_timeout_ms: 3000,
             http_max_inflight: 256,
+            max_failures: 10,
+            failure_window_ms: 60_000,
+            limiter_max_addrs: 100_000,
         }
     }
 }

@@ -26,6 +26,7 @@ mod fanout;
 mod group_send;
 mod groups;
 mod handoff;
+pub mod limiter;
 mod listener;
 pub mod mailbox;
 mod offline;
@@ -38,6 +39,7 @@ mod transport;
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use im_storage::{GroupStore, StoreHandle};
 
@@ -46,6 +48,7 @@ use crate::callback::AuthCallback;
 pub use crate::config::{CoreConfig, Driver};
 pub use crate::delivery::code as pub_err_code;
 pub use crate::envelope::json_payload;
+use crate::limiter::AuthLimiter;
 pub use crate::mailbox::{owner_of, Mesh};
 use crate::shard::Shared;
 use crate::stats::ShardStats;
@@ -131,6 +134,11 @@ impl Server {
         let mesh = Arc::new(Mesh::new(shards, MAILBOX_CAPACITY));
         let shared = Arc::new(Shared {
             auth: Arc::new(TokenAuth::new(&cfg.auth.secret)),
+            limiter: Arc::new(AuthLimiter::new(
+                cfg.auth.max_failures,
+                Duration::from_millis(cfg.auth.failure_window_ms),
+                cfg.auth.limiter_max_addrs,
+            )),
             cfg: Arc::new(cfg),
             mesh: mesh.clone(),
             store,

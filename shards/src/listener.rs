@@ -5,9 +5,10 @@
 //! CONNECT, authenticate, then detach the socket from this shard's driver and hand it to the
 //! owner shard of the user. Nothing here touches per-user state.
 
+use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use im_protocol::packet::connack;
 use im_protocol::ws::{self, Handshake};
@@ -20,6 +21,7 @@ use crate::callback::Verdict;
 use crate::config::AuthMode;
 use crate::conn::{finish, refuse_and_close};
 use crate::handoff::{Arrival, Handoff};
+use crate::limiter::Tracked;
 use crate::mailbox::{owner_of, Mail};
 use crate::shard::Shard;
 use crate::tls::{PreTls, TlsState};
@@ -48,12 +50,12 @@ pub(crate) async fn accept_loop(
             _ = &mut stop => break,
         };
         match accepted {
-            Ok((stream, _peer)) if kind.is_tls() => {
-                monoio::spawn(pre_auth_tls(shard.clone(), stream, kind));
+            Ok((stream, peer)) if kind.is_tls() => {
+                monoio::spawn(pre_auth_tls(shard.clone(), stream, kind, peer.ip()));
             }
-            Ok((stream, _peer)) => {
+            Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
-                monoio::spawn(pre_auth(shard.clone(), stream, kind));
+                monoio::spawn(pre_auth(shard.clone(), stream, kind, peer.ip()));
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
@@ -97,7 +99,7 @@ impl PreAuthIo for PreTls {
 }
 
 /// A TLS connection: handshake (within the CONNECT timeout), then as any other.
-async fn pre_auth_tls(shard: Rc<Shard>, stream: TcpStream, kind: TransportKind) {
+async fn pre_auth_tls(shard: Rc<Shard>, stream: TcpStream, kind: TransportKind, peer: IpAddr) {
     let _ = stream.set_nodelay(true);
     let Some(cfg) = shard.tls.clone() else { return };
     let timeout = Duration::from_millis(shard.cfg.session.connect_timeout_ms);
@@ -109,13 +111,13 @@ async fn pre_auth_tls(shard: Rc<Shard>, stream: TcpStream, kind: TransportKind) 
         }
     };
     match monoio::time::timeout(timeout, pre.handshake()).await {
-        Ok(Ok(())) => pre_auth(shard, pre, kind).await,
+        Ok(Ok(())) => pre_auth(shard, pre, kind, peer).await,
         Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
         Err(_) => tracing::debug!("TLS handshake timed out"),
     }
 }
 
-async fn pre_auth(shard: Rc<Shard>, mut stream: impl PreAuthIo, kind: TransportKind) {
+async fn pre_auth(shard: Rc<Shard>, mut stream: impl PreAuthIo, kind: TransportKind, peer: IpAddr) {
     let fd = stream.as_raw_fd();
     let cfg = &shard.cfg;
     let linger = Duration::from_millis(cfg.session.close_linger_ms);
@@ -151,6 +153,12 @@ async fn pre_auth(shard: Rc<Shard>, mut stream: impl PreAuthIo, kind: TransportK
         }
     };
     let nack = |code| Some(ServerPacket::ConnectAck { code });
+    if !shard.limiter.allowed(peer, Instant::now()) {
+        tracing::debug!(%peer, "too many failed logins from this address; CONNECT_ACK 5");
+        shard.stats.limiter(true);
+        let n = nack(connack::TOO_MANY_ATTEMPTS);
+        return refuse_and_close(stream, fd, kind, n, linger).await;
+    }
     let uid = match (&shard.callback, shard.cfg.auth.mode) {
         (Some(cb), AuthMode::Http) => {
             match cb.check(username.to_vec(), password.to_vec(), role).await {
@@ -158,6 +166,7 @@ async fn pre_auth(shard: Rc<Shard>, mut stream: impl PreAuthIo, kind: TransportK
                 Verdict::Denied => {
                     tracing::debug!("authentication callback denied");
                     shard.stats.callback_failed(true);
+                    count_failure(&shard, peer);
                     let n = nack(connack::BAD_CREDENTIALS);
                     return refuse_and_close(stream, fd, kind, n, linger).await;
                 }
@@ -174,6 +183,7 @@ async fn pre_auth(shard: Rc<Shard>, mut stream: impl PreAuthIo, kind: TransportK
             Err(e) => {
                 tracing::debug!(error = %e, "authentication failed");
                 shard.stats.auth_failed(&e);
+                count_failure(&shard, peer);
                 let n = nack(connack::BAD_CREDENTIALS);
                 return refuse_and_close(stream, fd, kind, n, linger).await;
             }
@@ -203,6 +213,13 @@ async fn pre_auth(shard: Rc<Shard>, mut stream: impl PreAuthIo, kind: TransportK
             .mesh
             .send(shard.id, owner, Mail::Handoff(handoff))
             .await;
+    }
+}
+
+/// Counts a failed login against its source address.
+fn count_failure(shard: &Shard, peer: IpAddr) {
+    if shard.limiter.failed(peer, Instant::now()) == Tracked::TableFull {
+        shard.stats.limiter(false);
     }
 }
 

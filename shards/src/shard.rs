@@ -31,6 +31,7 @@ use crate::delivery::Delivery;
 use crate::fanout::{self, Fanout};
 use crate::groups::GroupCache;
 use crate::handoff::{Arrival, Handoff};
+use crate::limiter::AuthLimiter;
 use crate::listener;
 use crate::mailbox::{owner_of, Mail, Mesh};
 use crate::offline;
@@ -45,6 +46,8 @@ pub struct Shared {
     pub mesh: Arc<Mesh>,
     pub store: StoreHandle,
     pub auth: Arc<TokenAuth>,
+    /// Failed CONNECTs per source address (CONNECT_ACK 5 past the limit).
+    pub limiter: Arc<AuthLimiter>,
     pub groups: Arc<dyn GroupStore>,
     /// The HTTP authentication callback (`auth.mode = "http"`).
     pub callback: Option<Arc<dyn AuthCallback>>,
@@ -60,6 +63,7 @@ pub(crate) struct Shard {
     pub mesh: Arc<Mesh>,
     pub store: StoreHandle,
     pub auth: Arc<TokenAuth>,
+    pub limiter: Arc<AuthLimiter>,
     pub callback: Option<Arc<dyn AuthCallback>>,
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub dedupe: RefCell<Dedupe>,
@@ -79,6 +83,7 @@ impl Shard {
             mesh: shared.mesh.clone(),
             store: shared.store.clone(),
             auth: shared.auth.clone(),
+            limiter: shared.limiter.clone(),
             callback: shared.callback.clone(),
             tls: shared.tls.clone(),
             dedupe: RefCell::new(Dedupe::new(Duration::from_millis(

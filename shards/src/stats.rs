@@ -23,13 +23,17 @@ pub const REFUSAL_CODES: [u32; 5] = [
 pub const TRANSPORTS: [&str; 4] = ["tcp", "ws", "tcp_tls", "wss"];
 
 /// Why a CONNECT was refused, in the order of the per-reason counters.
-pub const AUTH_FAILURES: [&str; 6] = [
+pub const AUTH_FAILURES: [&str; 8] = [
     "bad_username",
     "bad_token",
     "expired",
     "subject_mismatch",
     "callback_denied",
     "callback_unavailable",
+    // CONNECT_ACK 5: the address had too many failures in the window.
+    "rate_limited",
+    // A failure from an address the full limiter table could not track.
+    "limiter_full",
 ];
 
 /// Fan-out size buckets (recipients per group message).
@@ -129,6 +133,11 @@ impl ShardStats {
             AuthError::SubjectMismatch => 3,
         };
         bump(&self.auth_failures[i]);
+    }
+
+    /// A CONNECT refused by the limiter (`true`), or a failure it could not track.
+    pub(crate) fn limiter(&self, refused: bool) {
+        bump(&self.auth_failures[if refused { 6 } else { 7 }]);
     }
 
     /// The HTTP callback refused (`denied`) or could not decide.
