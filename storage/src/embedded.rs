@@ -6,8 +6,9 @@
 //! expiry (8 bytes, big-endian Unix ms) followed by the encoded push frame.
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, RwLock};
 
 use bytes::Bytes;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -18,10 +19,31 @@ use crate::offline::{OfflineStore, StoredMessage, Write};
 const MESSAGES: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new("offline_v1");
 
 /// The default offline store: a single redb file.
+///
+/// redb refuses all work after an I/O error ("Previous I/O error occurred. Please close and
+/// re-open the database") — a full disk, say. So after any failed operation the file is
+/// closed and opened again; while that fails too (the disk is still full), operations fail
+/// with a clear error and the next one retries the open. A failed write transaction is rolled
+/// back whole: nothing acked is lost and nothing half-written remains.
 pub struct EmbeddedStore {
-    db: Database,
+    path: PathBuf,
+    /// `None` between a failed reopen and the next successful one.
+    db: RwLock<Option<Database>>,
     /// Next sequence number per user, loaded lazily from the last key of the user's range.
     next_seq: Mutex<HashMap<u32, u64>>,
+    /// The last write failed (readiness reports it until a write succeeds).
+    write_failing: AtomicBool,
+}
+
+fn open_db(path: &Path) -> Result<Database, StoreError> {
+    let db = Database::create(path).map_err(|e| StoreError::engine("open", e))?;
+    let txn = db
+        .begin_write()
+        .map_err(|e| StoreError::engine("open", e))?;
+    txn.open_table(MESSAGES)
+        .map_err(|e| StoreError::engine("open", e))?;
+    txn.commit().map_err(|e| StoreError::engine("open", e))?;
+    Ok(db)
 }
 
 impl EmbeddedStore {
@@ -30,17 +52,47 @@ impl EmbeddedStore {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::engine("open", e))?;
         }
-        let db = Database::create(path).map_err(|e| StoreError::engine("open", e))?;
-        let txn = db
-            .begin_write()
-            .map_err(|e| StoreError::engine("open", e))?;
-        txn.open_table(MESSAGES)
-            .map_err(|e| StoreError::engine("open", e))?;
-        txn.commit().map_err(|e| StoreError::engine("open", e))?;
+        let db = open_db(path)?;
         Ok(Self {
-            db,
+            path: path.to_path_buf(),
+            db: RwLock::new(Some(db)),
             next_seq: Mutex::new(HashMap::new()),
+            write_failing: AtomicBool::new(false),
         })
+    }
+
+    /// Runs `f` on the open database; after a failure, reopens it (see the type's docs).
+    fn with_db<T>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&Database) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let r = {
+            let g = self.db.read().unwrap_or_else(|p| p.into_inner());
+            match g.as_ref() {
+                Some(db) => f(db),
+                None => Err(StoreError::engine(
+                    op,
+                    "database closed after an I/O error; it is reopened on the next operation",
+                )),
+            }
+        };
+        if r.is_err() {
+            self.reopen();
+        }
+        r
+    }
+
+    fn reopen(&self) {
+        let mut g = self.db.write().unwrap_or_else(|p| p.into_inner());
+        // Closed first: redb holds a lock on the file while it is open.
+        *g = None;
+        match open_db(&self.path) {
+            Ok(db) => *g = Some(db),
+            Err(e) => {
+                tracing::warn!(error = %e, path = %self.path.display(), "reopening the offline store failed; retrying on the next operation")
+            }
+        }
     }
 }
 
@@ -69,8 +121,8 @@ impl OfflineStore for EmbeddedStore {
             })
             .map(|uid| (uid, next.get(&uid).copied()))
             .collect();
-        let result = (|| {
-            let txn = self.db.begin_write().map_err(|e| err(&e))?;
+        let result = self.with_db("write", |db| {
+            let txn = db.begin_write().map_err(|e| err(&e))?;
             let mut out = Vec::with_capacity(writes.len());
             {
                 let mut table = txn.open_table(MESSAGES).map_err(|e| err(&e))?;
@@ -109,7 +161,8 @@ impl OfflineStore for EmbeddedStore {
             }
             txn.commit().map_err(|e| err(&e))?;
             Ok(out)
-        })();
+        });
+        self.write_failing.store(result.is_err(), Ordering::Relaxed);
         if result.is_err() {
             for (uid, old) in snapshot.into_iter().rev() {
                 match old {
@@ -132,55 +185,71 @@ impl OfflineStore for EmbeddedStore {
         if after == u64::MAX {
             return Ok(Vec::new());
         }
-        let txn = self.db.begin_read().map_err(|e| err(&e))?;
-        let table = txn.open_table(MESSAGES).map_err(|e| err(&e))?;
-        let mut out = Vec::new();
-        for item in table
-            .range((uid, after + 1)..=(uid, u64::MAX))
-            .map_err(|e| err(&e))?
-        {
-            if out.len() >= limit {
-                break;
+        self.with_db("fetch", |db| {
+            let txn = db.begin_read().map_err(|e| err(&e))?;
+            let table = txn.open_table(MESSAGES).map_err(|e| err(&e))?;
+            let mut out = Vec::new();
+            for item in table
+                .range((uid, after + 1)..=(uid, u64::MAX))
+                .map_err(|e| err(&e))?
+            {
+                if out.len() >= limit {
+                    break;
+                }
+                let (k, v) = item.map_err(|e| err(&e))?;
+                let Some((exp, frame)) = decode_value(v.value()) else {
+                    continue;
+                };
+                if exp > now_ms {
+                    out.push(StoredMessage {
+                        seq: k.value().1,
+                        frame: Bytes::copy_from_slice(frame),
+                    });
+                }
             }
-            let (k, v) = item.map_err(|e| err(&e))?;
-            let Some((exp, frame)) = decode_value(v.value()) else {
-                continue;
-            };
-            if exp > now_ms {
-                out.push(StoredMessage {
-                    seq: k.value().1,
-                    frame: Bytes::copy_from_slice(frame),
-                });
-            }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     fn purge_expired(&self, now_ms: u64) -> Result<usize, StoreError> {
         let err = |e: &dyn std::fmt::Display| StoreError::engine("purge", e);
-        let txn = self.db.begin_write().map_err(|e| err(&e))?;
-        let mut purged = 0;
-        {
-            let mut table = txn.open_table(MESSAGES).map_err(|e| err(&e))?;
-            table
-                .retain(|_, v| {
-                    let keep = decode_value(v).is_some_and(|(exp, _)| exp > now_ms);
-                    purged += usize::from(!keep);
-                    keep
-                })
-                .map_err(|e| err(&e))?;
-        }
-        txn.commit().map_err(|e| err(&e))?;
-        Ok(purged)
+        self.with_db("purge", |db| {
+            let txn = db.begin_write().map_err(|e| err(&e))?;
+            let mut purged = 0;
+            {
+                let mut table = txn.open_table(MESSAGES).map_err(|e| err(&e))?;
+                table
+                    .retain(|_, v| {
+                        let keep = decode_value(v).is_some_and(|(exp, _)| exp > now_ms);
+                        purged += usize::from(!keep);
+                        keep
+                    })
+                    .map_err(|e| err(&e))?;
+            }
+            txn.commit().map_err(|e| err(&e))?;
+            Ok(purged)
+        })
     }
 
     fn count(&self, uid: u32) -> Result<usize, StoreError> {
         let err = |e: &dyn std::fmt::Display| StoreError::engine("count", e);
-        let txn = self.db.begin_read().map_err(|e| err(&e))?;
-        let table = txn.open_table(MESSAGES).map_err(|e| err(&e))?;
-        Ok(table
-            .range((uid, 0)..=(uid, u64::MAX))
-            .map_err(|e| err(&e))?
-            .count())
+        self.with_db("count", |db| {
+            let txn = db.begin_read().map_err(|e| err(&e))?;
+            let table = txn.open_table(MESSAGES).map_err(|e| err(&e))?;
+            Ok(table
+                .range((uid, 0)..=(uid, u64::MAX))
+                .map_err(|e| err(&e))?
+                .count())
+        })
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        if self.write_failing.load(Ordering::Relaxed) {
+            return Err(StoreError::engine(
+                "check",
+                "the last write failed (disk full or I/O error?)",
+            ));
+        }
+        Ok(())
     }
 }
