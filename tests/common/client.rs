@@ -65,16 +65,36 @@ pub fn connect_packet(uid: &str, password: &str, flags: Option<u8>) -> Vec<u8> {
     .to_vec()
 }
 
+fn port_of(server: &Server, kind: Kind) -> u16 {
+    match kind {
+        Kind::Tcp => server.tcp_port,
+        Kind::Ws => server.ws_port,
+        Kind::TcpTls => server.tls_tcp_port,
+        Kind::Wss => server.wss_port,
+    }
+}
+
 impl Client {
     /// Opens the transport only (no CONNECT sent).
     pub fn raw(server: &Server, kind: Kind) -> Client {
-        let port = match kind {
-            Kind::Tcp => server.tcp_port,
-            Kind::Ws => server.ws_port,
-            Kind::TcpTls => server.tls_tcp_port,
-            Kind::Wss => server.wss_port,
-        };
-        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        let stream = TcpStream::connect(("127.0.0.1", port_of(server, kind))).expect("connect");
+        Self::wrap(server, kind, stream)
+    }
+
+    /// Like [`Client::raw`], from the loopback source address `src` (e.g. 127.0.0.2), so
+    /// per-address limits can be told apart.
+    pub fn raw_from(server: &Server, kind: Kind, src: std::net::Ipv4Addr) -> Client {
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        sock.bind(&std::net::SocketAddr::from((src, 0)).into())
+            .expect("bind source address");
+        let to = std::net::SocketAddr::from(([127, 0, 0, 1], port_of(server, kind)));
+        sock.connect(&to.into()).expect("connect");
+        Self::wrap(server, kind, sock.into())
+    }
+
+    fn wrap(server: &Server, kind: Kind, stream: TcpStream) -> Client {
+        let port = port_of(server, kind);
         stream.set_nodelay(true).ok();
         let io: Box<dyn Io> = match kind {
             Kind::Tcp | Kind::Ws => Box::new(stream),
@@ -107,6 +127,11 @@ impl Client {
         c.send(&connect_packet(&uid.to_string(), token, Some(1)));
         assert_eq!(c.recv_packet(), vec![2, 0], "CONNECT_ACK 0 for {uid}");
         c
+    }
+
+    /// The socket itself (plain TCP clients), for writes that bypass the client.
+    pub fn raw_stream(&self) -> &TcpStream {
+        self.stream()
     }
 
     fn stream(&self) -> &TcpStream {

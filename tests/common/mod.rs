@@ -111,6 +111,15 @@ impl Server {
         s
     }
 
+    /// Like [`Server::start`], with the embedded stores in `data_dir`.
+    pub fn start_in(driver: Driver, env: &[(&str, &str)], data_dir: PathBuf) -> Server {
+        let mut s = Self::start_with(driver, env, |_| {});
+        s.stop();
+        s.data_dir = data_dir;
+        s.spawn();
+        s
+    }
+
     /// Starts a server with TLS on (a fresh self-signed certificate for `localhost`, made
     /// with rcgen); clients of kind `TcpTls` / `Wss` trust exactly that certificate.
     pub fn start_tls(driver: Driver, env: &[(&str, &str)]) -> Server {
@@ -220,6 +229,18 @@ impl Server {
             eprintln!("server did not start (attempt {attempt}), retrying");
         }
         panic!("server did not start");
+    }
+
+    /// `GET path` on the HTTP API (no auth): status and body text.
+    pub fn http_get(&self, path: &str) -> (u16, String) {
+        let url = format!("http://127.0.0.1:{}{path}", self.http_port);
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .new_agent();
+        let mut resp = agent.get(&url).call().expect("HTTP GET");
+        let status = resp.status().as_u16();
+        (status, resp.body_mut().read_to_string().unwrap_or_default())
     }
 
     pub fn pid(&self) -> i32 {
