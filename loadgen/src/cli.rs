@@ -88,6 +88,9 @@ pub struct Common {
     /// First uid (and first group id) used; runs with different bases do not interfere.
     #[arg(long, global = true)]
     pub uid_base: Option<u32>,
+    /// Keep retrying a failed login for this long (a target that is restarting).
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration, global = true)]
+    pub login_retry: Duration,
     /// Print one JSON document on stdout instead of the table.
     #[arg(long, global = true)]
     pub json: bool,

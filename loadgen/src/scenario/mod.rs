@@ -56,6 +56,24 @@ pub async fn login(
     ))
 }
 
+/// [`login`], retried for up to `--login-retry` (a target that is restarting).
+async fn login_retrying(
+    ctx: &Ctx,
+    local: &Rc<Local>,
+    uid: u32,
+    topics: &[String],
+) -> Result<Rc<Link>, LoginError> {
+    let deadline = Instant::now() + ctx.common.login_retry;
+    loop {
+        match login(ctx, local, uid, topics).await {
+            Err(_) if Instant::now() < deadline => {
+                monoio::time::sleep(Duration::from_millis(100)).await
+            }
+            r => return r,
+        }
+    }
+}
+
 /// Logs every user in, [`LOGIN_BATCH`] at a time. Fails with the first error and a count
 /// (a message scenario with a missing user would only measure that user's absence).
 pub async fn login_all(
@@ -75,7 +93,7 @@ pub async fn login_all(
             .map(|u| {
                 let (ctx, local) = (ctx.clone(), local.clone());
                 monoio::spawn(async move {
-                    login(&ctx, &local, u.uid, &u.topics)
+                    login_retrying(&ctx, &local, u.uid, &u.topics)
                         .await
                         .map_err(|e| (u.uid, e))
                 })

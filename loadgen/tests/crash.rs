@@ -1,0 +1,77 @@
+//! `kill -9` in the middle of a load run. loadgen's `offline` scenario stores messages for
+//! offline users; the server is killed while it is publishing, started again on the same
+//! data directory, and the receivers (retrying their logins meanwhile) drain what is stored.
+//! loadgen counts every PUB_ACK it got before the kill and checks each of those messages
+//! arrives.
+//!
+//! - `persist = before_ack`: a PUB_ACK means stored, so nothing acked may be lost.
+//! - `persist = on_failure`: acked messages still in the store's write queue at the kill are
+//!   lost. The test measures that window and prints it; the README quotes it.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{loadgen_cmd, report, Server};
+
+/// Runs the kill-and-restart cycle; returns loadgen's report.
+fn kill_during_offline_run(persist: &str) -> serde_json::Value {
+    let mut srv = Server::start(&[("IMSERVER_DELIVERY__PERSIST", persist)]);
+    let child = loadgen_cmd("20s")
+        .args(["--login-retry", "30s", "--port", &srv.tcp.to_string()])
+        .args([
+            "offline",
+            "--receivers",
+            "50",
+            "--messages",
+            "4000",
+            "--senders",
+            "4",
+        ])
+        .args(["--window", "16"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start loadgen");
+    std::thread::sleep(Duration::from_millis(1500));
+    srv.kill9();
+    std::thread::sleep(Duration::from_millis(300));
+    srv.spawn();
+    let out = child.wait_with_output().expect("loadgen finished");
+    let r = report(&out);
+    let acked = r["acked"].as_u64().unwrap_or(0);
+    assert!(acked > 0, "nothing was acked before the kill: {r}");
+    assert!(
+        acked < 50 * 4000,
+        "the kill came after every message was acked; the test proves nothing: {r}"
+    );
+    assert!(
+        r["errors"]["closed_by_target"].as_u64().unwrap_or(0) > 0,
+        "the senders saw the kill: {r}"
+    );
+    r
+}
+
+#[test]
+fn before_ack_loses_no_acked_message_to_kill_9() {
+    let r = kill_during_offline_run("before_ack");
+    assert_eq!(r["lost"], 0, "{r}");
+    assert_eq!(r["duplicated"], 0, "{r}");
+    assert_eq!(r["reordered"], 0, "{r}");
+    assert!(r["delivered"].as_u64() >= r["acked"].as_u64(), "{r}");
+}
+
+#[test]
+fn on_failure_loss_window_at_kill_9_is_measured() {
+    let r = kill_during_offline_run("on_failure");
+    let (acked, lost) = (
+        r["acked"].as_u64().unwrap_or(0),
+        r["lost"].as_u64().unwrap_or(0),
+    );
+    eprintln!(
+        "on_failure, kill -9 while publishing to offline users: {lost} of {acked} acked messages lost ({:.3}%)",
+        100.0 * lost as f64 / acked as f64
+    );
+    assert_eq!(r["duplicated"], 0, "{r}");
+    assert!(lost < acked, "the store wrote most of them: {r}");
+}
