@@ -128,6 +128,22 @@ impl Server {
         }
     }
 
+    /// SIGTERM, then waits for the graceful shutdown to finish.
+    pub fn terminate(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(p.0.id() as i32, libc::SIGTERM) };
+            let t = Instant::now();
+            while p.0.try_wait().ok().flatten().is_none() {
+                assert!(
+                    t.elapsed() < Duration::from_secs(30),
+                    "no exit 30 s after SIGTERM"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
     pub fn admin_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.control)
     }

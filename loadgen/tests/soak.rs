@@ -1,0 +1,149 @@
+//! A bounded soak: mixed traffic (1:1 over TCP at a steady rate, group fan-out over
+//! WebSocket, a block of idle connections answering heartbeats) for `SOAK_SECS` seconds
+//! (default 20 for CI). The server's resident memory is sampled every second; after warm-up
+//! it must stay flat (within 10% + 8 MiB of its level at the end of warm-up), and every
+//! loadgen run must finish with nothing lost, duplicated or reordered.
+//!
+//! The long run (10 minutes, release build):
+//!
+//! ```sh
+//! cargo build --release -p imserver -p loadgen
+//! SOAK_SECS=600 cargo test --release -p loadgen --test soak -- --nocapture
+//! ```
+//!
+//! The warm-up covers the dedupe window (message ids are remembered that long, so memory
+//! legitimately grows until the first ids expire); short runs shorten the window to fit.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{report, Server};
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn soak_mixed_traffic_memory_flat_nothing_lost() {
+    let secs: u64 = std::env::var("SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    let dedupe_ms = (secs * 1000 / 6).min(60_000);
+    let warmup = Duration::from_millis(dedupe_ms + 5_000).max(Duration::from_secs(secs / 4));
+    let srv = Server::start(&[(
+        "IMSERVER_DELIVERY__DEDUPE_WINDOW_MS",
+        &dedupe_ms.to_string(),
+    )]);
+    let duration = format!("{secs}s");
+    let (tcp, ws) = (srv.tcp.to_string(), srv.ws.to_string());
+    let admin = srv.admin_url();
+    let runs: Vec<(&str, Vec<&str>)> = vec![
+        (
+            "p2p",
+            vec![
+                "--uid-base",
+                "100000",
+                "--port",
+                &tcp,
+                "p2p",
+                "--pairs",
+                "50",
+                "--rate",
+                "50",
+            ],
+        ),
+        (
+            "group",
+            vec![
+                "--uid-base",
+                "200000",
+                "--transport",
+                "ws",
+                "--port",
+                &ws,
+                "--admin-url",
+                &admin,
+                "group",
+                "--groups",
+                "10",
+                "--members",
+                "20",
+                "--rate",
+                "10",
+            ],
+        ),
+        (
+            "idle",
+            vec![
+                "--uid-base",
+                "300000",
+                "--port",
+                &tcp,
+                "idle",
+                "--conns",
+                "500",
+            ],
+        ),
+    ];
+    let children: Vec<_> = runs
+        .iter()
+        .map(|(name, args)| {
+            let c = common::loadgen_cmd(&duration)
+                .args(args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start loadgen");
+            (*name, c)
+        })
+        .collect();
+    let t0 = Instant::now();
+    let mut samples: Vec<(f64, u64)> = Vec::new();
+    while t0.elapsed() < Duration::from_secs(secs) {
+        std::thread::sleep(Duration::from_secs(1));
+        samples.push((t0.elapsed().as_secs_f64(), rss_kib(srv.pid())));
+    }
+    for (name, c) in children {
+        let out = c.wait_with_output().expect("loadgen finished");
+        let r = report(&out);
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for k in ["lost", "duplicated", "reordered", "unexpected"] {
+            assert_eq!(r[k], 0, "{name}: {k} in {r}");
+        }
+        eprintln!(
+            "soak {name}: {} delivered, p99 {} µs, errors {}",
+            r["delivered"], r["latency_us"]["p99"], r["errors"]
+        );
+    }
+    let after: Vec<u64> = samples
+        .iter()
+        .filter(|(t, _)| *t >= warmup.as_secs_f64())
+        .map(|(_, r)| *r)
+        .collect();
+    assert!(after.len() >= 3, "run longer than the warm-up ({warmup:?})");
+    let base = after[0];
+    let max = *after.iter().max().unwrap_or(&0);
+    let end = *after.last().unwrap_or(&0);
+    eprintln!(
+        "soak {secs} s: server RSS {} KiB at start, {base} KiB after {warmup:?} warm-up, max {max} KiB, {end} KiB at the end",
+        samples.first().map_or(0, |s| s.1)
+    );
+    assert!(
+        max <= base + base / 10 + 8 * 1024,
+        "memory grew after warm-up: {base} -> {max} KiB ({samples:?})"
+    );
+}
