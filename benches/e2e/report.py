@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Turns the loadgen JSON of one benchmark run into benches/RESULTS.md and the plots.
 
-Usage: report.py RESULTS_DIR BENCHES_DIR DURATION VERSIONS ELAPSED_S
+Usage: report.py RESULTS_DIR BENCHES_DIR DURATION VERSIONS ELAPSED_S [CRITERION_DIR]
 Every ratio is target ÷ this server, measured in the same run on the same machine.
 """
 import datetime
@@ -16,6 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 res_dir, benches, duration, versions, elapsed = sys.argv[1:6]
+crit_dir = sys.argv[6] if len(sys.argv) > 6 else None
 R = {}
 for f in sorted(os.listdir(res_dir)):
     if f.endswith(".json"):
@@ -134,6 +135,34 @@ r = R.get("im-offline")
 if r:
     w(f"| offline drain (200 users × 100 messages stored, then all connect) | {r['throughput']:,.0f} messages/s, "
       f"{r['delivered']:,} delivered in {r['elapsed_s']:.2f} s, checks {checks(r)} |")
+w("")
+
+# Criterion micro-benchmarks, from target/criterion/<group>/<bench>/new/{estimates,benchmark}.json.
+MICRO = [
+    ("codec/encode_publish_64B", "encode a 64-byte PUBLISH with its length prefix", 1),
+    ("codec/decode_64_framed_pushes", "decode 64 framed pushes from one buffer (per push)", 64),
+    ("mailbox/hop_cross_thread_10k", "mailbox hop between two shard threads (per hop, 10,000 in a row)", 10_000),
+    ("mailbox/hop_same_thread", "mailbox enqueue + dequeue on one thread (baseline for the hop)", 1),
+    ("fanout_batch/100", "build a fan-out (frame + split by shard), 100 members (per member)", 100),
+    ("fanout_batch/10000", "build a fan-out, 10,000 members (per member)", 10_000),
+]
+rows = []
+for name, label, n in MICRO:
+    f = os.path.join(crit_dir or "", *name.split("/"), "new", "estimates.json")
+    try:
+        est = json.load(open(f))
+        mean = est["mean"]["point_estimate"]
+        rows.append(f"| {label} | {mean:,.0f} ns | {mean / n:,.1f} ns |")
+    except (OSError, ValueError, KeyError):
+        rows.append(f"| {label} | not run | |")
+w("## Micro-benchmarks (criterion)")
+w("")
+w("`cargo bench -p im-benches --bench codec --bench mailbox --bench fanout_batch`, run by the "
+  "same script (1 s warm-up, 3 s measurement each); mean time per iteration and per item.")
+w("")
+w("| what | per iteration | per item |")
+w("|---|---:|---:|")
+out.extend(rows)
 w("")
 
 # Plots.

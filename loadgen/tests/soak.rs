@@ -1,8 +1,9 @@
 //! A bounded soak: mixed traffic (1:1 over TCP at a steady rate, group fan-out over
 //! WebSocket, a block of idle connections answering heartbeats) for `SOAK_SECS` seconds
 //! (default 20 for CI). The server's resident memory is sampled every second; after warm-up
-//! it must stay flat (within 10% + 8 MiB of its level at the end of warm-up), and every
-//! loadgen run must finish with nothing lost, duplicated or reordered.
+//! it must stay flat (the mean of the last quarter within 10% + 8 MiB of the mean of the
+//! first quarter after warm-up), and every loadgen run must finish with nothing lost,
+//! duplicated or reordered.
 //!
 //! The long run (10 minutes, release build):
 //!
@@ -129,21 +130,29 @@ fn soak_mixed_traffic_memory_flat_nothing_lost() {
             r["delivered"], r["latency_us"]["p99"], r["errors"]
         );
     }
+    // Memory oscillates (message ids expiring from the dedupe window, allocator reuse), so
+    // compare means: the first quarter after warm-up against the last quarter of the run.
     let after: Vec<u64> = samples
         .iter()
         .filter(|(t, _)| *t >= warmup.as_secs_f64())
         .map(|(_, r)| *r)
         .collect();
-    assert!(after.len() >= 3, "run longer than the warm-up ({warmup:?})");
-    let base = after[0];
-    let max = *after.iter().max().unwrap_or(&0);
-    let end = *after.last().unwrap_or(&0);
+    assert!(after.len() >= 8, "run longer than the warm-up ({warmup:?})");
+    let q = after.len() / 4;
+    let mean = |v: &[u64]| v.iter().sum::<u64>() / v.len() as u64;
+    let (early, late) = (mean(&after[..q]), mean(&after[after.len() - q..]));
+    let (min, max) = (
+        after.iter().min().copied().unwrap_or(0),
+        after.iter().max().copied().unwrap_or(0),
+    );
     eprintln!(
-        "soak {secs} s: server RSS {} KiB at start, {base} KiB after {warmup:?} warm-up, max {max} KiB, {end} KiB at the end",
-        samples.first().map_or(0, |s| s.1)
+        "soak {secs} s: server RSS {} KiB at start; after the {warmup:?} warm-up: min {min}, max {max}, \
+         mean of the first quarter {early} KiB, of the last quarter {late} KiB ({:+.1}%)",
+        samples.first().map_or(0, |s| s.1),
+        100.0 * (late as f64 - early as f64) / early as f64
     );
     assert!(
-        max <= base + base / 10 + 8 * 1024,
-        "memory grew after warm-up: {base} -> {max} KiB ({samples:?})"
+        late <= early + early / 10 + 8 * 1024,
+        "memory grew after warm-up: mean {early} -> {late} KiB ({samples:?})"
     );
 }
