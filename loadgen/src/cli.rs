@@ -120,7 +120,8 @@ pub struct P2p {
     /// Messages per second per sender; 0 sends flat out (bounded by `--window`).
     #[arg(long, default_value_t = 0.0)]
     pub rate: f64,
-    /// Unacknowledged messages a sender may have in flight.
+    /// Messages a sender may have in flight: unacknowledged, and (end to end) not yet
+    /// received by the peer.
     #[arg(long, default_value_t = 32)]
     pub window: u32,
 }
@@ -135,6 +136,8 @@ pub struct Group {
     /// Messages per second per group; 0 sends flat out (bounded by `--window`).
     #[arg(long, default_value_t = 20.0)]
     pub rate: f64,
+    /// Messages a sender may have in flight: unacknowledged, and (end to end) not yet
+    /// received by every member.
     #[arg(long, default_value_t = 8)]
     pub window: u32,
 }

@@ -27,6 +27,9 @@ pub struct Link {
     sender_waker: Cell<Option<Waker>>,
     /// Publishes not yet acked (or refused).
     pub inflight: Cell<u32>,
+    /// Publishes not yet received by every recipient (tracked for the streams registered
+    /// with [`Local::track`]; the end-to-end window of the timed scenarios).
+    pub undelivered: Cell<u32>,
     pub closed: Cell<bool>,
 }
 
@@ -49,6 +52,7 @@ impl Link {
             writer_waker: Cell::new(None),
             sender_waker: Cell::new(None),
             inflight: Cell::new(0),
+            undelivered: Cell::new(0),
             closed: Cell::new(false),
         });
         monoio::spawn(read_loop(link.clone(), local, rd));
@@ -66,21 +70,39 @@ impl Link {
                 .publish(&mut st, &mut fr, &mut out, dest, s, payload);
         }
         self.inflight.set(self.inflight.get() + 1);
+        self.undelivered.set(self.undelivered.get() + 1);
         self.wake_writer();
     }
 
     /// A publish was answered (acked or refused).
     pub fn answered(&self) {
         self.inflight.set(self.inflight.get().saturating_sub(1));
+        self.wake_sender();
+    }
+
+    /// A publish reached every recipient (or was refused: it never will).
+    pub fn completed(&self) {
+        self.undelivered
+            .set(self.undelivered.get().saturating_sub(1));
+        self.wake_sender();
+    }
+
+    fn wake_sender(&self) {
         if let Some(w) = self.sender_waker.take() {
             w.wake();
         }
     }
 
-    /// Waits until fewer than `window` publishes are in flight, or `max` has passed.
-    pub async fn window_open(&self, window: u32, max: Duration) {
+    /// Whether a sender with this `window` may publish now: fewer than `window` publishes
+    /// unanswered and, end to end, fewer than `window` not yet received everywhere.
+    pub fn window_has_room(&self, window: u32, end_to_end: bool) -> bool {
+        self.inflight.get() < window && (!end_to_end || self.undelivered.get() < window)
+    }
+
+    /// Waits until [`Link::window_has_room`], or `max` has passed.
+    pub async fn window_open(&self, window: u32, end_to_end: bool, max: Duration) {
         let wait = poll_fn(|cx| {
-            if self.inflight.get() < window || self.closed.get() {
+            if self.window_has_room(window, end_to_end) || self.closed.get() {
                 Poll::Ready(())
             } else {
                 self.sender_waker.set(Some(cx.waker().clone()));

@@ -5,6 +5,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
@@ -81,6 +82,8 @@ pub struct Local {
     /// Group streams: receivers per message.
     fanout_size: RefCell<HashMap<u32, u32>>,
     fanout_left: RefCell<HashMap<(u32, u32), u32>>,
+    /// The sending connection of each stream with an end-to-end window.
+    senders: RefCell<HashMap<u32, Rc<Link>>>,
     /// Set when the run is ending: closes are not errors any more.
     pub stopping: Cell<bool>,
     pub last_delivery_us: Cell<u64>,
@@ -100,6 +103,7 @@ impl Local {
             acked: RefCell::new(HashMap::new()),
             fanout_size: RefCell::new(HashMap::new()),
             fanout_left: RefCell::new(HashMap::new()),
+            senders: RefCell::new(HashMap::new()),
             stopping: Cell::new(false),
             last_delivery_us: Cell::new(0),
             phase_start_us: Cell::new(now_us()),
@@ -116,6 +120,18 @@ impl Local {
     /// `stream` is a group stream with `receivers` members besides its sender.
     pub fn fanout(&self, stream: u32, receivers: u32) {
         self.fanout_size.borrow_mut().insert(stream, receivers);
+    }
+
+    /// `link` sends `stream` with an end-to-end window: it hears when each message has
+    /// reached every recipient.
+    pub fn track(&self, stream: u32, link: Rc<Link>) {
+        self.senders.borrow_mut().insert(stream, link);
+    }
+
+    fn complete(&self, stream: u32) {
+        if let Some(l) = self.senders.borrow().get(&stream) {
+            l.completed();
+        }
     }
 
     pub fn error(&self, kind: &str) {
@@ -144,6 +160,7 @@ impl Local {
                 self.checks.borrow_mut().refused += 1;
                 self.error(&format!("publish_refused_{code}"));
                 link.answered();
+                link.completed();
             }
             Event::Closed => {
                 if !self.stopping.get() && !link.closed.get() {
@@ -175,15 +192,20 @@ impl Local {
                 return;
             }
         }
-        let Some(&size) = self.fanout_size.borrow().get(&s.stream) else {
+        let size = self.fanout_size.borrow().get(&s.stream).copied();
+        let Some(size) = size else {
+            self.complete(s.stream);
             return;
         };
-        let mut left = self.fanout_left.borrow_mut();
-        let n = left.entry((s.stream, s.seq)).or_insert(size);
-        *n -= 1;
-        if *n == 0 {
-            left.remove(&(s.stream, s.seq));
+        let done = {
+            let mut left = self.fanout_left.borrow_mut();
+            let n = left.entry((s.stream, s.seq)).or_insert(size);
+            *n -= 1;
+            *n == 0 && left.remove(&(s.stream, s.seq)).is_some()
+        };
+        if done {
             let _ = self.hists.borrow_mut().fanout.record(lat);
+            self.complete(s.stream);
         }
     }
 

@@ -5,14 +5,12 @@
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Instant;
 
-use super::{drain, login_all, send_loop, SendPlan, UserSpec};
+use super::{timed_run, Sender, UserSpec};
 use crate::cli::{Group, Target};
 use crate::local::Local;
-use crate::proto::{group_topic, padding, Dest};
+use crate::proto::{group_topic, Dest};
 use crate::runner::Ctx;
-use crate::stamp::now_us;
 
 /// Group `g`'s id and member uids (the sender first).
 pub fn members(base: u32, g: u32, m: u32) -> (u32, Vec<u32>) {
@@ -37,47 +35,17 @@ pub async fn run(t: usize, ctx: Arc<Ctx>, local: Rc<Local>, a: Group) -> BTreeMa
             };
             users.push(UserSpec { uid: u, topics });
             if j == 0 {
-                senders.push((u, gid, g));
+                senders.push(Sender {
+                    uid: u,
+                    dest: Dest::Group(gid),
+                    stream: g,
+                });
             } else {
                 local.expect(u, g);
             }
         }
     }
-    let links = login_all(&ctx, &local, users).await;
-    ctx.ready.wait();
-    let links = match links {
-        Ok(l) => l,
-        Err(e) => return super::failed(&local, e),
-    };
-    let by_uid: std::collections::HashMap<u32, _> =
-        links.iter().map(|l| (l.uid, l.clone())).collect();
-    local.phase_start_us.set(now_us());
-    let end = Instant::now() + ctx.common.duration;
-    let payload = Rc::new(padding(ctx.common.size, &ctx.proto));
-    let mut tasks = Vec::new();
-    for &(uid, gid, stream) in &senders {
-        let Some(link) = by_uid.get(&uid).cloned() else {
-            continue;
-        };
-        let plan = SendPlan {
-            dest: Dest::Group(gid),
-            stream,
-            rate: a.rate,
-            window: a.window,
-            count: u32::MAX,
-            end,
-        };
-        tasks.push(monoio::spawn(send_loop(
-            local.clone(),
-            link,
-            plan,
-            payload.clone(),
-        )));
-    }
-    for t in tasks {
-        t.await;
-    }
-    drain(&local, &links, ctx.common.drain_timeout).await;
+    timed_run(&ctx, &local, users, senders, a.rate, a.window).await;
     BTreeMap::new()
 }
 

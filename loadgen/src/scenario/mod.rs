@@ -126,6 +126,10 @@ pub struct SendPlan {
     pub window: u32,
     /// Stop after this many messages (`u32::MAX`: until `end`).
     pub count: u32,
+    /// The window also bounds messages not yet received by every recipient (closed loop:
+    /// a flat-out sender runs at the rate the target delivers, never ahead of its slowest
+    /// reader). Off where the recipients are offline (`offline`).
+    pub end_to_end: bool,
     pub end: Instant,
 }
 
@@ -134,8 +138,8 @@ pub async fn send_loop(local: Rc<Local>, link: Rc<Link>, plan: SendPlan, payload
     let start = Instant::now();
     let mut seq: u32 = 0;
     while seq < plan.count && Instant::now() < plan.end && !link.closed.get() {
-        if link.inflight.get() >= plan.window {
-            link.window_open(plan.window, Duration::from_millis(50))
+        if !link.window_has_room(plan.window, plan.end_to_end) {
+            link.window_open(plan.window, plan.end_to_end, Duration::from_millis(50))
                 .await;
             continue;
         }
@@ -158,6 +162,65 @@ pub async fn send_loop(local: Rc<Local>, link: Rc<Link>, plan: SendPlan, payload
         Counters::add(&local.counters.sent, 1);
         seq += 1;
     }
+}
+
+/// One sender of a timed run: its uid, where it sends, its stream.
+pub struct Sender {
+    pub uid: u32,
+    pub dest: Dest,
+    pub stream: u32,
+}
+
+/// The body of the timed message scenarios: logs `users` in, starts sending on every thread
+/// at once, runs each sender at `rate` with `window` until `--duration` is over, then drains.
+pub async fn timed_run(
+    ctx: &Arc<Ctx>,
+    local: &Rc<Local>,
+    users: Vec<UserSpec>,
+    senders: Vec<Sender>,
+    rate: f64,
+    window: u32,
+) {
+    let links = login_all(ctx, local, users).await;
+    ctx.ready.wait();
+    let links = match links {
+        Ok(l) => l,
+        Err(e) => {
+            failed(local, e);
+            return;
+        }
+    };
+    let by_uid: std::collections::HashMap<u32, _> =
+        links.iter().map(|l| (l.uid, l.clone())).collect();
+    local.phase_start_us.set(now_us());
+    let end = Instant::now() + ctx.common.duration;
+    let payload = Rc::new(crate::proto::padding(ctx.common.size, &ctx.proto));
+    let mut tasks = Vec::new();
+    for s in senders {
+        let Some(link) = by_uid.get(&s.uid).cloned() else {
+            continue;
+        };
+        let plan = SendPlan {
+            dest: s.dest,
+            stream: s.stream,
+            rate,
+            window,
+            count: u32::MAX,
+            end_to_end: true,
+            end,
+        };
+        local.track(s.stream, link.clone());
+        tasks.push(monoio::spawn(send_loop(
+            local.clone(),
+            link,
+            plan,
+            payload.clone(),
+        )));
+    }
+    for t in tasks {
+        t.await;
+    }
+    drain(local, &links, ctx.common.drain_timeout).await;
 }
 
 /// After sending: waits until every acked message has arrived and every publish is answered

@@ -57,6 +57,7 @@ pub async fn run(t: usize, ctx: Arc<Ctx>, local: Rc<Local>, a: Offline) -> BTree
             rate: 0.0,
             window: a.window,
             count: a.messages,
+            end_to_end: false,
             end,
         };
         tasks.push(monoio::spawn(send_loop(

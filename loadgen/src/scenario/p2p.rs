@@ -5,14 +5,12 @@
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Instant;
 
-use super::{drain, login_all, send_loop, SendPlan, UserSpec};
+use super::{timed_run, Sender, UserSpec};
 use crate::cli::{P2p, Target};
 use crate::local::Local;
-use crate::proto::{padding, user_topic, Dest};
+use crate::proto::{user_topic, Dest};
 use crate::runner::Ctx;
-use crate::stamp::now_us;
 
 pub async fn run(t: usize, ctx: Arc<Ctx>, local: Rc<Local>, a: P2p) -> BTreeMap<String, f64> {
     let echo = ctx.common.target == Target::Echo;
@@ -46,40 +44,14 @@ pub async fn run(t: usize, ctx: Arc<Ctx>, local: Rc<Local>, a: P2p) -> BTreeMap<
     for &(_, to, stream) in &streams {
         local.expect(to, stream);
     }
-    let links = login_all(&ctx, &local, users).await;
-    ctx.ready.wait();
-    let links = match links {
-        Ok(l) => l,
-        Err(e) => return super::failed(&local, e),
-    };
-    let by_uid: std::collections::HashMap<u32, _> =
-        links.iter().map(|l| (l.uid, l.clone())).collect();
-    local.phase_start_us.set(now_us());
-    let end = Instant::now() + ctx.common.duration;
-    let payload = Rc::new(padding(ctx.common.size, &ctx.proto));
-    let mut tasks = Vec::new();
-    for &(from, to, stream) in &streams {
-        let plan = SendPlan {
+    let senders = streams
+        .iter()
+        .map(|&(uid, to, stream)| Sender {
+            uid,
             dest: Dest::User(to),
             stream,
-            rate: a.rate,
-            window: a.window,
-            count: u32::MAX,
-            end,
-        };
-        let Some(link) = by_uid.get(&from).cloned() else {
-            continue;
-        };
-        tasks.push(monoio::spawn(send_loop(
-            local.clone(),
-            link,
-            plan,
-            payload.clone(),
-        )));
-    }
-    for t in tasks {
-        t.await;
-    }
-    drain(&local, &links, ctx.common.drain_timeout).await;
+        })
+        .collect();
+    timed_run(&ctx, &local, users, senders, a.rate, a.window).await;
     BTreeMap::new()
 }
