@@ -75,7 +75,7 @@ w(f"Same loadgen settings for every target: {duration} of sending per run, 64-by
 w("")
 
 for key, title, note in [
-    ("p2p-flat", "1:1 messages, flat out", "50 pairs, both directions, at most 32 unacked per sender."),
+    ("p2p-flat", "1:1 messages, flat out", "50 pairs, both directions, at most 32 messages in flight per sender (unacked, or not yet received: a closed loop)."),
     ("p2p-rate", "1:1 messages at a fixed rate", "100 pairs, 100 msg/s per sender (20,000 msg/s offered): latency under moderate load."),
 ]:
     w(f"## {title}")
@@ -93,7 +93,8 @@ for key, title, note in [
 w("## Group fan-out, flat out")
 w("")
 w("About 1,000 members per run (groups × members), one sender per group with at most 4 "
-  "unacked; fan-out latency is send → the last member received it.")
+  "messages in flight (unacked, or not yet received by every member); fan-out latency is "
+  "send → the last member received it.")
 w("")
 w("| target | members | deliveries/s | throughput ratio | fan-out p50 µs | fan-out p99 µs | p99 ratio | delivery p99 µs | lost/dup/reord |")
 w("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
