@@ -8,7 +8,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use im_protocol::{framing, ws, FrameError};
+use im_protocol::{framing, ws, ClientPacket, FrameError};
 use monoio::io::{
     AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable,
 };
@@ -249,24 +249,34 @@ impl Reader {
 }
 
 impl Framer {
-    /// Appends `body` framed for this connection to `out`.
-    pub fn frame(&mut self, out: &mut Vec<u8>, body: &[u8]) {
+    /// Appends the packet `p` framed for this connection to `out`, encoded in place (no
+    /// intermediate buffer: this runs for every publish and every ack).
+    pub fn packet(&mut self, out: &mut Vec<u8>, p: &ClientPacket<'_>) {
+        let len = p.encoded_len();
         match self.framing {
             Framing::Prefix => {
-                framing::put_prefix(out, body.len());
-                out.extend_from_slice(body);
+                framing::put_prefix(out, len);
+                p.encode(out);
             }
             Framing::Ws => {
-                // xorshift: masks need not be secret here, only present.
-                let mut x = self.mask_state;
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                self.mask_state = x;
-                ws::put_frame(out, ws::Opcode::Binary, body, Some(x.to_be_bytes()));
+                let mask = self.next_mask();
+                ws::put_header(out, ws::Opcode::Binary, len, Some(mask));
+                let start = out.len();
+                p.encode(out);
+                ws::apply_mask(&mut out[start..], mask);
             }
-            Framing::Mqtt => out.extend_from_slice(body),
+            Framing::Mqtt => p.encode(out),
         }
+    }
+
+    /// xorshift: masks need not be secret here, only present.
+    fn next_mask(&mut self) -> [u8; 4] {
+        let mut x = self.mask_state;
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        self.mask_state = x;
+        x.to_be_bytes()
     }
 }
 

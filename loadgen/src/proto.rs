@@ -118,15 +118,14 @@ impl Proto {
                     .mint(uid, Duration::from_secs(24 * 3600))
                     .map_err(|e| LoginError::Protocol(e.to_string()))?;
                 let uid_s = uid.to_string();
-                let body = ClientPacket::Connect {
+                let connect = ClientPacket::Connect {
                     username: uid_s.as_bytes(),
                     password: token.as_bytes(),
                     role: Some(1),
                     flags: Some(1),
-                }
-                .to_vec();
+                };
                 let mut out = Vec::new();
-                fr.frame(&mut out, &body);
+                fr.packet(&mut out, &connect);
                 wr.write(out).await?;
                 loop {
                     let mut answer = None;
@@ -220,9 +219,7 @@ impl Proto {
                         payload,
                     },
                 };
-                let mut body = Vec::with_capacity(p.encoded_len());
-                p.encode(&mut body);
-                fr.frame(out, &body);
+                fr.packet(out, &p);
             }
             Proto::Mqtt => {
                 st.next_pkid = st.next_pkid.checked_add(1).unwrap_or(1);
@@ -256,20 +253,19 @@ impl Proto {
     ) -> Result<(), String> {
         match self {
             Proto::Im { .. } => {
-                let mut replies: Vec<Vec<u8>> = Vec::new();
                 let open = rd
                     .drain(|p| match ServerPacket::decode(p) {
                         Ok(ServerPacket::Push { msg_id, .. }) => {
                             ev(Event::Delivered(Stamp::decode(msg_id)));
-                            replies.push(ClientPacket::PubAck { msg_id }.to_vec());
+                            fr.packet(out, &ClientPacket::PubAck { msg_id });
                         }
                         Ok(ServerPacket::GroupPush { msg_id, .. }) => {
                             ev(Event::Delivered(Stamp::decode(msg_id)));
-                            replies.push(ClientPacket::GroupPubAck { msg_id }.to_vec());
+                            fr.packet(out, &ClientPacket::GroupPubAck { msg_id });
                         }
                         Ok(ServerPacket::GroupPartPush { msg_id, .. }) => {
                             ev(Event::Delivered(Stamp::decode(msg_id)));
-                            replies.push(ClientPacket::GroupPartPubAck { msg_id }.to_vec());
+                            fr.packet(out, &ClientPacket::GroupPartPubAck { msg_id });
                         }
                         Ok(ServerPacket::PubAck { msg_id })
                         | Ok(ServerPacket::GroupPubAck { msg_id })
@@ -277,16 +273,13 @@ impl Proto {
                             ev(Event::Acked(Stamp::decode(msg_id)))
                         }
                         Ok(ServerPacket::PubErr { code, .. }) => ev(Event::Refused(code)),
-                        Ok(ServerPacket::Ping) => replies.push(ClientPacket::PingResp.to_vec()),
+                        Ok(ServerPacket::Ping) => fr.packet(out, &ClientPacket::PingResp),
                         Ok(ServerPacket::Disconnect) | Ok(ServerPacket::Logout) => {
                             ev(Event::Closed)
                         }
                         _ => {}
                     })
                     .map_err(|e| e.to_string())?;
-                for r in replies {
-                    fr.frame(out, &r);
-                }
                 if !open {
                     ev(Event::Closed);
                 }

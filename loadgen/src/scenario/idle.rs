@@ -8,7 +8,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{close_all, login_all, UserSpec};
+use super::{close_all, login_together, UserSpec};
 use crate::cli::Idle;
 use crate::local::Local;
 use crate::runner::Ctx;
@@ -34,11 +34,8 @@ pub async fn run(
             topics: vec![],
         })
         .collect();
-    let links = login_all(&ctx, &local, users).await;
-    ctx.ready.wait();
-    let links = match links {
-        Ok(l) => l,
-        Err(e) => return super::failed(&local, e),
+    let Some(links) = login_together(&ctx, &local, users).await else {
+        return BTreeMap::new();
     };
     let mut extra = BTreeMap::new();
     // Let the server settle (buffers shrink after the login burst), then measure once.

@@ -181,14 +181,8 @@ pub async fn timed_run(
     rate: f64,
     window: u32,
 ) {
-    let links = login_all(ctx, local, users).await;
-    ctx.ready.wait();
-    let links = match links {
-        Ok(l) => l,
-        Err(e) => {
-            failed(local, e);
-            return;
-        }
+    let Some(links) = login_together(ctx, local, users).await else {
+        return;
     };
     let by_uid: std::collections::HashMap<u32, _> =
         links.iter().map(|l| (l.uid, l.clone())).collect();
@@ -252,9 +246,20 @@ pub async fn close_all(local: &Local, links: &[Rc<Link>]) {
 
 /// A thread whose setup failed: the error is printed once per thread and counted; the run
 /// reports it (and, having no traffic, fails its checks by having nothing to show).
-pub fn failed(local: &Local, e: String) -> std::collections::BTreeMap<String, f64> {
+pub fn failed(local: &Local, e: String) {
     eprintln!("\nloadgen: {e}");
     local.error("setup_failed");
     local.stopping.set(true);
-    std::collections::BTreeMap::new()
+}
+
+/// Logs `users` in, then waits for every thread to be ready, so the measured phase starts
+/// together. `None` (after reporting the error) when a login failed.
+pub async fn login_together(
+    ctx: &Arc<Ctx>,
+    local: &Rc<Local>,
+    users: Vec<UserSpec>,
+) -> Option<Vec<Rc<Link>>> {
+    let links = login_all(ctx, local, users).await;
+    ctx.ready.wait();
+    links.map_err(|e| failed(local, e)).ok()
 }

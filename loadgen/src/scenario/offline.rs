@@ -8,7 +8,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{close_all, drain, login_all, send_loop, SendPlan, UserSpec};
+use super::{close_all, drain, login_all, login_together, send_loop, SendPlan, UserSpec};
 use crate::cli::Offline;
 use crate::local::Local;
 use crate::proto::{padding, Dest};
@@ -36,14 +36,10 @@ pub async fn run(t: usize, ctx: Arc<Ctx>, local: Rc<Local>, a: Offline) -> BTree
             topics: vec![],
         })
         .collect();
-    let links = login_all(&ctx, &local, users).await;
-    ctx.ready.wait();
-    let links = match links {
-        Ok(l) => l,
-        Err(e) => {
-            ctx.ready.wait();
-            return super::failed(&local, e);
-        }
+    let Some(links) = login_together(&ctx, &local, users).await else {
+        // Still meet the other threads at the start of phase 2.
+        ctx.ready.wait();
+        return BTreeMap::new();
     };
     // Phase 1: store.
     let payload = Rc::new(padding(ctx.common.size, &ctx.proto));
@@ -92,7 +88,10 @@ pub async fn run(t: usize, ctx: Arc<Ctx>, local: Rc<Local>, a: Offline) -> BTree
         .collect();
     let rlinks = match login_all(&ctx, &local, users).await {
         Ok(l) => l,
-        Err(e) => return super::failed(&local, e),
+        Err(e) => {
+            super::failed(&local, e);
+            return BTreeMap::new();
+        }
     };
     drain(&local, &rlinks, ctx.common.drain_timeout).await;
     BTreeMap::new()
