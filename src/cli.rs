@@ -1,6 +1,10 @@
 //! Command line: `imserver [run]` serves; `imserver token --uid N` mints a client token;
 //! `imserver print-config` shows the effective configuration; `imserver group ...` manages
 //! group membership.
+//!
+//! The server's overrides (`--shards`, `--tcp-port`, ...) belong to the server: they are
+//! accepted before any subcommand or after `run`, and only `--config` is shared by every
+//! subcommand, so `imserver token --help` lists what `token` takes and nothing else.
 
 use std::path::PathBuf;
 
@@ -16,6 +20,8 @@ pub struct Cli {
     /// Configuration file (default: config/imserver.toml when present, else built-in defaults).
     #[arg(long, short, env = "IMSERVER_CONFIG", global = true)]
     pub config: Option<PathBuf>,
+    /// Overrides for the server (also accepted after `run`); `--data-dir` also tells
+    /// `group` where the embedded store is.
     #[command(flatten)]
     pub overrides: Overrides,
     #[command(subcommand)]
@@ -23,29 +29,31 @@ pub struct Cli {
 }
 
 /// Common overrides of the configuration file.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Default, clap::Args)]
 pub struct Overrides {
     /// Number of shards (0 = one per core).
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub shards: Option<usize>,
     /// I/O driver.
-    #[arg(long, value_enum, global = true)]
+    #[arg(long, value_enum)]
     pub driver: Option<DriverArg>,
     /// Listen address.
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub bind: Option<String>,
-    #[arg(long, global = true)]
+    /// Port of the length-prefixed TCP listener (default 19095).
+    #[arg(long)]
     pub tcp_port: Option<u16>,
-    #[arg(long, global = true)]
+    /// Port of the WebSocket listener, `ws://HOST:PORT/ws` (default 9095).
+    #[arg(long)]
     pub ws_port: Option<u16>,
     /// Directory of the embedded store.
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// When accepted messages are stored.
-    #[arg(long, value_enum, global = true)]
+    #[arg(long, value_enum)]
     pub persist: Option<PersistArg>,
     /// Log filter (e.g. `debug`).
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub log_level: Option<String>,
 }
 
@@ -65,7 +73,10 @@ pub enum PersistArg {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server (the default).
-    Run,
+    Run {
+        #[command(flatten)]
+        overrides: Overrides,
+    },
     /// Print a token a client uses as CONNECT password (Username = the uid).
     Token {
         #[arg(long)]

@@ -7,6 +7,7 @@ mod cli;
 mod config;
 mod groups;
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,8 +36,14 @@ fn main() -> anyhow::Result<()> {
     });
     let mut cfg = Config::load(path.as_deref())?;
     apply_overrides(&mut cfg, &cli.overrides);
-    match cli.command.unwrap_or(Command::Run) {
-        Command::Run => run(cfg, path),
+    let command = cli.command.unwrap_or(Command::Run {
+        overrides: cli::Overrides::default(),
+    });
+    match command {
+        Command::Run { overrides } => {
+            apply_overrides(&mut cfg, &overrides);
+            run(cfg, path)
+        }
         Command::Token { uid, ttl } => {
             let ttl = Duration::from_secs(ttl.unwrap_or(cfg.auth.token_ttl_secs));
             let token = TokenAuth::new(&cfg.auth.secret).mint(uid, ttl)?;
@@ -92,8 +99,10 @@ fn init_logs(cfg: &Config) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cfg.log.level))
         .context("log.level is not a valid filter")?;
+    // Colour only on a terminal: a file or journald gets plain text.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
     Ok(())
@@ -235,8 +244,10 @@ fn print_summary(cfg: &Config, server: &Server, path: Option<&Path>, store: &str
         );
     }
     println!(
-        "  storage    {} (persist: {:?}, retention {} days)",
-        store, cfg.delivery.persist, cfg.delivery.retention_days
+        "  storage    {} (persist: {}, retention {} days)",
+        store,
+        config_name(&cfg.delivery.persist),
+        cfg.delivery.retention_days
     );
     println!("  groups     {groups}");
     if cfg.control.enabled {
@@ -255,11 +266,19 @@ fn print_summary(cfg: &Config, server: &Server, path: Option<&Path>, store: &str
         ),
     }
     println!(
-        "  delivery   envelope {:?}, redelivery every {} ms x{}, duplicate login {:?}",
-        cfg.delivery.envelope,
+        "  delivery   envelope {}, redelivery every {} ms x{}, duplicate login {}",
+        config_name(&cfg.delivery.envelope),
         cfg.delivery.redelivery_interval_ms,
         cfg.delivery.redelivery_max,
-        cfg.session.duplicate_login
+        config_name(&cfg.session.duplicate_login)
     );
     println!("ready");
+}
+
+/// A setting as it is spelled in the configuration file (`on_failure`, not `OnFailure`).
+fn config_name<T: serde::Serialize + std::fmt::Debug>(v: &T) -> String {
+    match toml::Value::try_from(v) {
+        Ok(toml::Value::String(s)) => s,
+        _ => format!("{v:?}"),
+    }
 }

@@ -31,6 +31,29 @@ fn bad_token_gets_ack_3_and_close(d: Driver) {
     }
 }
 
+/// A token from a plain JWT library call with only `sub` and `exp` (the format the
+/// configuration documents, what a client author writes first) logs in.
+fn token_with_only_sub_and_exp_logs_in(d: Driver) {
+    let srv = Server::start(d, &[]);
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let key = jsonwebtoken::EncodingKey::from_secret(common::SECRET.as_bytes());
+    // Twelve logins: more than the brute-force limit (10), so refusals would also show as
+    // CONNECT_ACK 5 here.
+    for i in 0..12u32 {
+        let uid = 700 + i;
+        let claims = serde_json::json!({"sub": uid.to_string(), "exp": exp});
+        let t = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap();
+        let kind = if i % 2 == 0 { Kind::Tcp } else { Kind::Ws };
+        let mut c = Client::raw(&srv, kind);
+        c.send(&connect_packet(&uid.to_string(), &t, None));
+        assert_eq!(c.recv_packet(), vec![2, 0], "login {i} over {kind:?}");
+    }
+}
+
 fn kick_old_sends_logout(d: Driver) {
     let srv = Server::start(d, &[]);
     let mut old = srv.connect(10, Kind::Tcp);
@@ -189,6 +212,7 @@ fn websocket_other_path_gets_404(d: Driver) {
 }
 
 both_drivers!(
+    token_with_only_sub_and_exp_logs_in,
     bad_token_gets_ack_3_and_close,
     kick_old_sends_logout,
     reject_and_multi_policies,

@@ -13,8 +13,7 @@ use crate::require_admin;
 type Body<T> = Result<axum::Json<T>, axum::extract::rejection::JsonRejection>;
 
 fn body<T>(b: Body<T>) -> Result<T, ApiError> {
-    b.map(|axum::Json(t)| t)
-        .map_err(|e| ApiError::args(e.body_text()))
+    b.map(|axum::Json(t)| t).map_err(ApiError::from)
 }
 
 fn check_uids(uids: &[u32]) -> Result<(), ApiError> {

@@ -14,6 +14,7 @@ pub mod callback;
 mod groups;
 mod health;
 pub mod metrics;
+mod process;
 mod reply;
 mod users;
 
@@ -120,6 +121,7 @@ pub fn router(state: State) -> Router {
                 "no such endpoint",
             )
         })
+        .layer(axum::middleware::map_response(reply::openim_errors))
         .with_state(state)
 }
 

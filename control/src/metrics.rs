@@ -49,10 +49,13 @@ impl std::fmt::Debug for CoreMetrics {
     }
 }
 
-/// A registry holding the core's collector.
+/// A registry holding the core's collector and the standard process metrics.
 pub fn registry(core: CoreMetrics) -> Registry {
     let mut r = Registry::default();
     r.register_collector(Box::new(core));
+    r.register_collector(Box::new(crate::process::ProcessMetrics::new(env!(
+        "CARGO_PKG_VERSION"
+    ))));
     r
 }
 

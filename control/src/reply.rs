@@ -1,7 +1,10 @@
-//! The OpenIM response shape: `{"errCode":0,"errMsg":"","errDlt":"","data":{…}}`, with error
-//! codes from seed 004 (`../shared/seeds/004_…`) and a matching HTTP status.
+//! The OpenIM response shape: `{"errCode":0,"errMsg":"","errDlt":"","data":{…}}`, with the
+//! error codes OpenIM uses (documented in `docs/protocol.md`) and a matching HTTP status.
+//! [`openim_errors`] gives the same shape to errors no handler wrote (a path parameter that
+//! is not a uid, a wrong method, a body over the limit).
 
-use axum::http::StatusCode;
+use axum::extract::rejection::JsonRejection;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
@@ -53,6 +56,56 @@ impl IntoResponse for ApiError {
         let body = json!({"errCode": self.code, "errMsg": self.msg, "errDlt": "", "data": null});
         (self.status, Json(body)).into_response()
     }
+}
+
+/// A body that is not the expected JSON: 400 / 1001, except a body over the size limit
+/// (413) and a missing `content-type: application/json` (415), still errCode 1001.
+impl From<JsonRejection> for ApiError {
+    fn from(e: JsonRejection) -> Self {
+        Self::new(e.status(), code::ARGS, e.body_text())
+    }
+}
+
+/// The seed-004 code for an HTTP error status no handler chose.
+fn code_for(status: StatusCode) -> u32 {
+    match status {
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => code::NO_PERMISSION,
+        StatusCode::NOT_FOUND => code::RECORD_NOT_FOUND,
+        s if s.is_server_error() => code::SERVER_INTERNAL,
+        _ => code::ARGS,
+    }
+}
+
+/// The longest error text kept from a response written by axum itself.
+const MAX_ERROR_TEXT: usize = 4096;
+
+/// Middleware: an error response that is not JSON (axum's own rejections: plain text or an
+/// empty body) is rewritten into the OpenIM shape, keeping its status and headers (`allow`
+/// on a 405). Responses the handlers wrote, and every success, pass untouched.
+pub async fn openim_errors(res: Response) -> Response {
+    let status = res.status();
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return res;
+    }
+    let (mut parts, body) = res.into_parts();
+    let text = match axum::body::to_bytes(body, MAX_ERROR_TEXT).await {
+        Ok(b) if !b.is_empty() => String::from_utf8_lossy(&b).into_owned(),
+        _ => status.canonical_reason().unwrap_or("error").to_string(),
+    };
+    parts.headers.remove(header::CONTENT_TYPE);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let mut out = ApiError::new(status, code_for(status), text).into_response();
+    for (name, value) in parts.headers.iter() {
+        out.headers_mut()
+            .entry(name.clone())
+            .or_insert_with(|| value.clone());
+    }
+    out
 }
 
 impl From<im_storage::GroupError> for ApiError {

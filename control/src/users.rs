@@ -44,7 +44,7 @@ pub async fn user_token(
     State(st): State<crate::State>,
     body: Result<axum::Json<TokenRequest>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult {
-    let axum::Json(req) = body.map_err(|e| ApiError::args(e.body_text()))?;
+    let axum::Json(req) = body?;
     if !crate::constant_time_eq(req.secret.as_bytes(), st.cfg.admin_secret.as_bytes()) {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -117,7 +117,7 @@ pub async fn send(
     body: Result<axum::Json<SendRequest>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult {
     require_admin(&st, &headers)?;
-    let axum::Json(req) = body.map_err(|e| ApiError::args(e.body_text()))?;
+    let axum::Json(req) = body?;
     let to = match (req.to, req.group) {
         (Some(u), None) => Target::User(u),
         (None, Some(g)) => Target::Group(g),

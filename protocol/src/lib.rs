@@ -1,4 +1,4 @@
-//! Wire codec of the seed binary IM protocol (`PROTOCOL.md`), shared by the server, the load
+//! Wire codec of the seed binary IM protocol (`docs/protocol.md`), shared by the server, the load
 //! generator, the tests and the fuzz targets.
 //!
 //! Nothing here does I/O. Decoders take a byte slice and say one of three things: here is a

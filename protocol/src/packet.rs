@@ -1,4 +1,4 @@
-//! Packets of the protocol in both directions (`PROTOCOL.md`, "Commands").
+//! Packets of the protocol in both directions (`docs/protocol.md`, "Packets").
 //!
 //! Command 3 (and 5, 11) has a different layout in each direction, so there are two enums:
 //! [`ClientPacket`] (client → server, what the server decodes) and [`ServerPacket`]

@@ -1,6 +1,8 @@
 //! Token authentication (the embedded default): Username is the decimal uid, Password an
 //! HS256 JWT signed with the configured secret, with claims `sub` (the uid as a decimal
-//! string) and `exp`. Runs on whichever shard accepted the connection (pure CPU work).
+//! string, or a JSON number) and `exp`. Every other claim (`iat`, `nbf`, `jti`, ...) is
+//! optional, so a token made by any standard JWT library from just `sub` + `exp` logs in.
+//! Runs on whichever shard accepted the connection (pure CPU work).
 
 use std::time::Duration;
 
@@ -22,11 +24,34 @@ pub enum AuthError {
     SubjectMismatch,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+/// What is minted. `iat` is written but never required when verifying.
+#[derive(Debug, Serialize)]
 struct Claims {
     sub: String,
     exp: u64,
     iat: u64,
+}
+
+/// What is read: only `sub` (string or number); `exp` is checked by the validation.
+#[derive(Debug, Deserialize)]
+struct Subject {
+    sub: SubClaim,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum SubClaim {
+    Text(String),
+    Number(u64),
+}
+
+impl SubClaim {
+    fn is_uid(&self, uid: u32) -> bool {
+        match self {
+            SubClaim::Text(s) => s.parse::<u32>() == Ok(uid),
+            SubClaim::Number(n) => *n == u64::from(uid),
+        }
+    }
 }
 
 /// Verifies and mints tokens.
@@ -73,13 +98,13 @@ impl TokenAuth {
             .ok_or(AuthError::BadUsername)?;
         let token =
             std::str::from_utf8(password).map_err(|_| AuthError::BadToken("not UTF-8".into()))?;
-        let data = jsonwebtoken::decode::<Claims>(token, &self.dec, &self.validation).map_err(
+        let data = jsonwebtoken::decode::<Subject>(token, &self.dec, &self.validation).map_err(
             |e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
                 _ => AuthError::BadToken(e.to_string()),
             },
         )?;
-        if data.claims.sub != uid.to_string() {
+        if !data.claims.sub.is_uid(uid) {
             return Err(AuthError::SubjectMismatch);
         }
         Ok(uid)
@@ -110,5 +135,37 @@ mod tests {
         let old = a.mint_claims(42, 1_000, 2_000).unwrap();
         assert_eq!(a.verify(b"42", old.as_bytes()), Err(AuthError::Expired));
         assert!(a.verify(b"42", b"not-a-jwt").is_err());
+    }
+
+    /// A token made by a plain JWT library call with only `sub` and `exp` (no `iat`), as
+    /// the configuration file documents, logs in; `sub` may also be a JSON number.
+    #[test]
+    fn only_sub_and_exp_is_enough() {
+        let key = EncodingKey::from_secret(b"s3cret");
+        let exp = im_storage::now_ms() / 1000 + 60;
+        let a = TokenAuth::new("s3cret");
+        for claims in [
+            serde_json::json!({"sub": "42", "exp": exp}),
+            serde_json::json!({"sub": 42, "exp": exp}),
+            serde_json::json!({"sub": "42", "exp": exp, "nbf": exp - 120, "jti": "x"}),
+        ] {
+            let t = jsonwebtoken::encode(&Header::default(), &claims, &key).unwrap();
+            assert_eq!(a.verify(b"42", t.as_bytes()), Ok(42), "{claims}");
+            assert_eq!(
+                a.verify(b"43", t.as_bytes()),
+                Err(AuthError::SubjectMismatch)
+            );
+        }
+        // Without `exp` or `sub` a token is refused.
+        for claims in [
+            serde_json::json!({"sub": "42"}),
+            serde_json::json!({"exp": exp}),
+        ] {
+            let t = jsonwebtoken::encode(&Header::default(), &claims, &key).unwrap();
+            assert!(matches!(
+                a.verify(b"42", t.as_bytes()),
+                Err(AuthError::BadToken(_))
+            ));
+        }
     }
 }
