@@ -9,7 +9,7 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{connect_packet, content, msg_id, Client, Driver, Kind, Server};
+use common::{connect_packet, content, msg_id, Client, Kind, Server};
 
 /// A request as the callback server saw it.
 #[derive(Debug, Clone)]
@@ -89,7 +89,7 @@ fn serve(mut conn: TcpStream, log: &Mutex<Vec<Seen>>) {
 
 fn start(url: &str) -> Server {
     Server::start(
-        Driver::IoUring,
+        common::driver(),
         &[
             ("IMSERVER_AUTH__MODE", "http"),
             ("IMSERVER_AUTH__HTTP_URL", url),
@@ -108,7 +108,6 @@ fn connack(srv: &Server, username: &str, password: &str) -> (u8, Client) {
     (p[1], c)
 }
 
-#[test]
 fn pass_denied_timeout_500_and_garbage() {
     let (port, seen) = callback_server();
     let srv = start(&format!("http://127.0.0.1:{port}/auth"));
@@ -155,7 +154,6 @@ fn pass_denied_timeout_500_and_garbage() {
     assert_eq!(content(&seven.recv_push_ack().1), "still here");
 }
 
-#[test]
 fn callback_server_down_answers_unavailable() {
     // A port nothing listens on.
     let port = TcpListener::bind("127.0.0.1:0")
@@ -187,3 +185,8 @@ fn bad_callback_url_fails_the_start_clearly() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("http_url"), "{err}");
 }
+
+under_both_drivers!(
+    pass_denied_timeout_500_and_garbage,
+    callback_server_down_answers_unavailable,
+);

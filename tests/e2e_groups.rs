@@ -9,7 +9,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::{connect_packet, content, msg_id, token, Client, Driver, Kind, Recv, Server};
+use common::{connect_packet, content, msg_id, token, Client, Kind, Recv, Server};
 use im_protocol::{ClientPacket, ServerPacket};
 use im_storage::groups::contract::RedisServer;
 
@@ -49,7 +49,7 @@ fn start(backend: Backend, groups: &[(u32, &[u32])], env: &[(&str, &str)]) -> En
         }
     };
     let env_refs: Vec<(&str, &str)> = env.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-    let srv = Server::start_with(Driver::IoUring, &env_refs, |s| {
+    let srv = Server::start_with(common::driver(), &env_refs, |s| {
         if backend == Backend::Embedded {
             for (gid, uids) in groups {
                 let gid = gid.to_string();
@@ -64,17 +64,27 @@ fn start(backend: Backend, groups: &[(u32, &[u32])], env: &[(&str, &str)]) -> En
     Env { srv, redis }
 }
 
-/// Generates `$name::embedded` and `$name::redis` tests calling `$name(backend)`.
+/// Generates `$name::{embedded,redis}_{io_uring,epoll}` tests calling `$name(backend)`
+/// with the server under that driver.
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {$(
         mod $name {
+            use $crate::common::{run_with, Driver};
             #[test]
-            fn embedded() {
-                super::$name(super::Backend::Embedded)
+            fn embedded_io_uring() {
+                run_with(Driver::IoUring, || super::$name(super::Backend::Embedded))
             }
             #[test]
-            fn redis() {
-                super::$name(super::Backend::Redis)
+            fn embedded_epoll() {
+                run_with(Driver::Epoll, || super::$name(super::Backend::Embedded))
+            }
+            #[test]
+            fn redis_io_uring() {
+                run_with(Driver::IoUring, || super::$name(super::Backend::Redis))
+            }
+            #[test]
+            fn redis_epoll() {
+                run_with(Driver::Epoll, || super::$name(super::Backend::Redis))
             }
         }
     )*};
@@ -367,7 +377,6 @@ fn thousand_members_over_all_shards_exactly_once(b: Backend) {
 /// Redis only: the business side edits the set directly; the change applies to the very
 /// next message (the cache TTL is 10 minutes here, so only the keyspace notification can
 /// explain it). Prints how long the change took to apply.
-#[test]
 fn redis_direct_edits_take_effect_at_once() {
     let e = start(
         Backend::Redis,
@@ -420,7 +429,6 @@ fn redis_direct_edits_take_effect_at_once() {
 
 /// Redis only: Redis killed mid-test → group publishes refused with 500 (not hanging, not
 /// crashing), 1:1 traffic unaffected; Redis back → group traffic recovers.
-#[test]
 fn redis_outage_refuses_then_recovers() {
     let mut e = start(Backend::Redis, &[(95, &[1, 2])], &[]);
     let mut c1 = e.srv.connect(1, Kind::Tcp);
@@ -482,7 +490,6 @@ fn redis_outage_refuses_then_recovers() {
 
 /// Embedded only: the CLI manages groups while the server is stopped, and says clearly why
 /// it cannot while the server runs.
-#[test]
 fn embedded_cli_manages_groups() {
     let mut e = start(Backend::Embedded, &[(5, &[1, 2, 3])], &[]);
     let (ok, out) = e.srv.cli(&["group", "add", "5", "4"]);
@@ -517,3 +524,9 @@ fn embedded_cli_manages_groups() {
     assert!(!e.srv.cli(&["group", "list", "6"]).0);
     assert!(!e.srv.cli(&["group", "add", "5", "0"]).0, "uid 0");
 }
+
+under_both_drivers!(
+    redis_direct_edits_take_effect_at_once,
+    redis_outage_refuses_then_recovers,
+    embedded_cli_manages_groups,
+);

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{content, msg_id, Driver, Kind, Server};
+use common::{content, msg_id, Kind, Server};
 use im_storage::groups::contract::RedisServer;
 
 fn llen(redis: &RedisServer, uid: u32) -> usize {
@@ -17,12 +17,11 @@ fn llen(redis: &RedisServer, uid: u32) -> usize {
         .expect("LLEN answer")
 }
 
-#[test]
 fn offline_messages_live_in_redis_lists() {
     let redis = RedisServer::start();
     let port = redis.port.to_string();
     let mut srv = Server::start(
-        Driver::IoUring,
+        common::driver(),
         &[
             ("IMSERVER_STORAGE__BACKEND", "redis"),
             ("IMSERVER_REDIS__PORT", &port),
@@ -52,3 +51,5 @@ fn offline_messages_live_in_redis_lists() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+under_both_drivers!(offline_messages_live_in_redis_lists,);

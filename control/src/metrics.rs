@@ -17,8 +17,10 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-/// Command names for the per-command packet counters.
-const COMMANDS: [(u8, &str); 14] = [
+/// Command names for the per-command packet counters; byte 0 stands for every byte the
+/// protocol does not define.
+const COMMANDS: [(u8, &str); 15] = [
+    (0, "unknown"),
     (cmd::CONNECT, "connect"),
     (cmd::CONNECT_ACK, "connect_ack"),
     (cmd::PUBLISH, "publish"),

@@ -58,11 +58,16 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// A body that is not the expected JSON: 400 / 1001, except a body over the size limit
-/// (413) and a missing `content-type: application/json` (415), still errCode 1001.
+/// A body that is not the expected JSON: 400 / 1001 (axum's 422 for well-formed JSON of
+/// the wrong shape included, as OpenIM answers), except a body over the size limit (413)
+/// and a missing `content-type: application/json` (415), still errCode 1001.
 impl From<JsonRejection> for ApiError {
     fn from(e: JsonRejection) -> Self {
-        Self::new(e.status(), code::ARGS, e.body_text())
+        let status = match e.status() {
+            StatusCode::UNPROCESSABLE_ENTITY => StatusCode::BAD_REQUEST,
+            s => s,
+        };
+        Self::new(status, code::ARGS, e.body_text())
     }
 }
 

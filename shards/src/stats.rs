@@ -41,8 +41,17 @@ pub const FANOUT_SIZES: &[u64] = &[
     1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 50_000,
 ];
 
-/// Commands are one byte; the protocol's fit well under 32.
-const COMMANDS: usize = 32;
+/// Counter slots per direction: one per command byte the protocol defines (1–13, 20), and
+/// slot 0 for every other byte, so an invalid command is never counted as a real one.
+const COMMANDS: usize = 21;
+
+/// The counter slot of a command byte: itself when the protocol defines it, else 0.
+fn slot(cmd: u8) -> usize {
+    match cmd {
+        1..=13 | 20 => cmd as usize,
+        _ => 0,
+    }
+}
 
 /// Message counters (see [`ShardStats::messages`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,11 +155,11 @@ impl ShardStats {
     }
 
     pub(crate) fn packet_in(&self, cmd: u8) {
-        bump(&self.packets_in[cmd as usize % COMMANDS]);
+        bump(&self.packets_in[slot(cmd)]);
     }
 
     pub(crate) fn packet_out(&self, cmd: u8) {
-        bump(&self.packets_out[cmd as usize % COMMANDS]);
+        bump(&self.packets_out[slot(cmd)]);
     }
 
     pub(crate) fn message(&self, m: Msg, n: u64) {
@@ -192,9 +201,10 @@ impl ShardStats {
         self.auth_failures[i].load(Ordering::Relaxed)
     }
 
-    /// Packets received / sent with command `cmd`.
+    /// Packets received / sent with command `cmd`; any byte the protocol does not define
+    /// (0 among them) reads the shared "unknown" slot.
     pub fn packets(&self, cmd: u8) -> (u64, u64) {
-        let i = cmd as usize % COMMANDS;
+        let i = slot(cmd);
         (
             self.packets_in[i].load(Ordering::Relaxed),
             self.packets_out[i].load(Ordering::Relaxed),
@@ -225,5 +235,26 @@ impl ShardStats {
     /// Recipients per accepted group message.
     pub fn fanout_sizes(&self) -> HistogramSnapshot {
         self.fanout_size.snapshot()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An invalid command byte is counted as unknown, never as a command that shares its
+    /// value modulo the table size (35 used to count as PUB_ACK, 36 % 32 = 4).
+    #[test]
+    fn invalid_commands_count_as_unknown() {
+        let s = ShardStats::default();
+        for c in [0u8, 14, 19, 21, 35, 36, 255] {
+            s.packet_in(c);
+        }
+        s.packet_in(im_protocol::cmd::PUB_ACK);
+        s.packet_out(im_protocol::cmd::LOGOUT);
+        assert_eq!(s.packets(im_protocol::cmd::PUB_ACK), (1, 0));
+        assert_eq!(s.packets(im_protocol::cmd::LOGOUT), (0, 1));
+        assert_eq!(s.packets(im_protocol::cmd::CONNECT), (0, 0));
+        assert_eq!(s.packets(0), (7, 0), "the unknown slot");
     }
 }

@@ -256,12 +256,22 @@ pub(crate) async fn read_plain<S: PlainSource, T: IoBufMut>(
     s: &mut S,
     mut buf: T,
 ) -> BufResult<usize, T> {
-    // SAFETY: `write_ptr` / `bytes_total` describe memory `buf` owns for this call.
-    let slice = unsafe { std::slice::from_raw_parts_mut(buf.write_ptr(), buf.bytes_total()) };
+    let len = buf.bytes_total();
+    let ptr = buf.write_ptr();
+    // SAFETY: `write_ptr` points to `bytes_total` writable bytes that `buf` owns and nothing
+    // else references for this call (monoio's `IoBufMut` contract). They may be
+    // uninitialised, and a `&mut [u8]` over uninitialised memory is undefined behaviour, so
+    // they are zeroed first (a memset of the read buffer, TLS reads only) and only then
+    // borrowed as a slice; rustls' `Read` then sees initialised bytes as it requires.
+    let slice = unsafe {
+        std::ptr::write_bytes(ptr, 0, len);
+        std::slice::from_raw_parts_mut(ptr, len)
+    };
     loop {
         match s.take_plain(slice) {
             Ok(Some(n)) => {
-                // SAFETY: rustls initialised the first `n` bytes.
+                // SAFETY: every byte of the slice is initialised (zeroed above), and rustls
+                // wrote its plaintext into the first `n <= len` of them.
                 unsafe { buf.set_init(n) };
                 return (Ok(n), buf);
             }

@@ -36,6 +36,40 @@ impl Driver {
     }
 }
 
+thread_local! {
+    /// The driver of the test running on this thread (see [`under_both_drivers`]).
+    static DRIVER: std::cell::Cell<Driver> = const { std::cell::Cell::new(Driver::IoUring) };
+}
+
+/// The driver the current test runs its servers under.
+pub fn driver() -> Driver {
+    DRIVER.with(|d| d.get())
+}
+
+/// Runs `f` with [`driver`] answering `d` (each test has its own thread).
+pub fn run_with(d: Driver, f: impl FnOnce()) {
+    DRIVER.with(|x| x.set(d));
+    f()
+}
+
+/// Generates `$name::io_uring` and `$name::epoll` tests calling `$name()`, with
+/// [`driver`] answering the driver: for test files whose helpers start the servers.
+#[macro_export]
+macro_rules! under_both_drivers {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn io_uring() {
+                $crate::common::run_with($crate::common::Driver::IoUring, super::$name)
+            }
+            #[test]
+            fn epoll() {
+                $crate::common::run_with($crate::common::Driver::Epoll, super::$name)
+            }
+        }
+    )*};
+}
+
 /// Generates `$name::io_uring` and `$name::epoll` tests calling `$name(driver)`.
 #[macro_export]
 macro_rules! both_drivers {
