@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{content, msg_id, Client, Kind, Recv, Server};
+use common::{content, msg_id, Client, Driver, Kind, Recv, Server};
 use im_protocol::{ClientPacket, ServerPacket};
 
 const S: Duration = Duration::from_secs(1);

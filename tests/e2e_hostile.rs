@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{connect_packet, content, msg_id, token, Client, Kind, Recv, Server};
+use common::{connect_packet, content, msg_id, token, Client, Driver, Kind, Recv, Server};
 use im_protocol::{framing, ws, ClientPacket};
 
 const S: Duration = Duration::from_secs(1);

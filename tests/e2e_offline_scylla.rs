@@ -9,7 +9,7 @@ mod common;
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use common::{content, msg_id, Kind, Server};
+use common::{content, msg_id, Driver, Kind, Server};
 use im_storage::scylla::test_server::CqlTestServer;
 
 fn scylla_env(contact: &str) -> Vec<(&'static str, String)> {

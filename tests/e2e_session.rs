@@ -6,7 +6,7 @@ mod common;
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use common::{connect_packet, token, Client, Kind, Recv, Server};
+use common::{connect_packet, token, Client, Driver, Kind, Recv, Server};
 use im_shards::TokenAuth;
 
 const S: Duration = Duration::from_secs(1);

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{connect_packet, content, msg_id, token, Client, Kind, Recv, Server};
+use common::{connect_packet, content, msg_id, token, Client, Driver, Kind, Recv, Server};
 use im_protocol::{framing, ClientPacket, ServerPacket};
 
 both_drivers!(
