@@ -69,7 +69,7 @@ fn run(cli: Cli) -> anyhow::Result<Report> {
         ep: endpoint(&c)?,
         proto: match c.target {
             Target::Im => Proto::Im {
-                auth: Arc::new(im_shards::TokenAuth::new(&c.secret)),
+                auth: Arc::new(im_token::TokenAuth::new(&c.secret)),
             },
             Target::Mqtt => Proto::Mqtt,
             Target::Echo => Proto::Echo,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use im_protocol::{ClientPacket, ServerPacket};
-use im_shards::TokenAuth;
+use im_token::TokenAuth;
 use mqttbytes::v4 as mq;
 use mqttbytes::QoS;
 

@@ -49,6 +49,21 @@ pub mod connack {
     pub const TOO_MANY_ATTEMPTS: u8 = 5;
 }
 
+/// PUB_ERR codes (the OpenIM error-code family, so one table serves the socket and the HTTP
+/// API; `docs/protocol.md`, "PUB_ERR codes").
+pub mod pub_err {
+    /// The offline store failed in `before_ack` mode, or the group store is unavailable.
+    pub const SERVER_INTERNAL: u32 = 500;
+    /// Payload too large once enveloped; a part publish with no or too many targets.
+    pub const ARGS: u32 = 1001;
+    /// Publish to uid 0.
+    pub const USER_NOT_FOUND: u32 = 1101;
+    /// The group has no members.
+    pub const GROUP_NOT_FOUND: u32 = 1201;
+    /// The sender or a listed target is not a member.
+    pub const NOT_IN_GROUP: u32 = 1203;
+}
+
 /// CONNECT flag bit 0: the client understands the extension frames (PUB_ERR, client PING).
 pub const FLAG_EXTENSIONS: u8 = 0x01;
 

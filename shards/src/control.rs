@@ -14,12 +14,14 @@ use im_protocol::MsgId;
 use im_storage::OfflineMessage;
 
 use crate::config::Persist;
-use crate::delivery::{code, Delivery};
+use crate::delivery::Delivery;
 use crate::envelope;
 use crate::group_send::{self, Origin};
-use crate::mailbox::{owner_of, Mail, Mesh};
+use crate::mailbox::{Mail, Mesh};
+use crate::routing::owner_of;
 use crate::shard::Shard;
 use crate::stats::Msg;
+use im_protocol::packet::pub_err as code;
 
 /// One open session of a user.
 #[derive(Debug, Clone, PartialEq, Eq)]

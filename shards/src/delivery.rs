@@ -21,15 +21,7 @@ use crate::envelope;
 use crate::group_send::{self, Origin};
 use crate::session::{CloseReason, Session};
 use crate::stats::Msg;
-
-/// Error codes of seed 004 used in PUB_ERR.
-pub mod code {
-    pub const SERVER_INTERNAL: u32 = 500;
-    pub const ARGS: u32 = 1001;
-    pub const USER_NOT_FOUND: u32 = 1101;
-    pub const GROUP_NOT_FOUND: u32 = 1201;
-    pub const NOT_IN_GROUP: u32 = 1203;
-}
+use im_protocol::packet::pub_err as code;
 
 /// A message for one user, sent to the user's owner shard.
 pub(crate) struct Delivery {

@@ -10,12 +10,12 @@ use bytes::Bytes;
 use im_storage::OfflineMessage;
 
 use crate::config::Persist;
-use crate::delivery::code;
 use crate::fanout::{Batch, Uids};
 use crate::groups::split;
 use crate::mailbox::Mail;
 use crate::shard::Shard;
 use crate::stats::Msg;
+use im_protocol::packet::pub_err as code;
 
 /// Who sends a group message.
 #[derive(Debug, Clone, Copy)]

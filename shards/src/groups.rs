@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use im_storage::{GroupError, GroupStore};
 
-use crate::mailbox::owner_of;
+use crate::routing::owner_of;
 
 /// One group's membership as a shard caches it.
 pub(crate) struct Members {

@@ -30,6 +30,7 @@ pub mod limiter;
 mod listener;
 pub mod mailbox;
 mod offline;
+pub mod routing;
 mod session;
 mod shard;
 pub mod stats;
@@ -46,12 +47,13 @@ use im_storage::{GroupStore, StoreHandle};
 pub use crate::auth::TokenAuth;
 use crate::callback::AuthCallback;
 pub use crate::config::{CoreConfig, Driver};
-pub use crate::delivery::code as pub_err_code;
 pub use crate::envelope::json_payload;
 use crate::limiter::AuthLimiter;
-pub use crate::mailbox::{owner_of, Mesh};
+pub use crate::mailbox::Mesh;
+pub use crate::routing::owner_of;
 use crate::shard::Shared;
 use crate::stats::ShardStats;
+pub use im_protocol::packet::pub_err as pub_err_code;
 
 /// Mail slots per (source, destination) shard pair.
 const MAILBOX_CAPACITY: usize = 4096;

@@ -21,8 +21,9 @@ use crate::callback::Verdict;
 use crate::config::AuthMode;
 use crate::conn::{finish, refuse_and_close};
 use crate::handoff::{Arrival, Handoff};
-use crate::limiter::Tracked;
-use crate::mailbox::{owner_of, Mail};
+use crate::limiter::Recorded;
+use crate::mailbox::Mail;
+use crate::routing::owner_of;
 use crate::shard::Shard;
 use crate::tls::{PreTls, TlsState};
 use crate::transport::{Event, Framing, TransportKind};
@@ -218,7 +219,7 @@ async fn pre_auth(shard: Rc<Shard>, mut stream: impl PreAuthIo, kind: TransportK
 
 /// Counts a failed login against its source address.
 fn count_failure(shard: &Shard, peer: IpAddr) {
-    if shard.limiter.failed(peer, Instant::now()) == Tracked::TableFull {
+    if shard.limiter.failed(peer, Instant::now()) == Recorded::TableFull {
         shard.stats.limiter(false);
     }
 }

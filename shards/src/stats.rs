@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use im_storage::histogram::{AtomicHistogram, HistogramSnapshot, LATENCY_US};
 
 use crate::auth::AuthError;
-use crate::delivery::code;
 use crate::transport::TransportKind;
+use im_protocol::packet::pub_err as code;
 
 /// Refusal codes counted separately; anything else lands in the last slot.
 pub const REFUSAL_CODES: [u32; 5] = [

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use im_protocol::{framing, ClientPacket, ServerPacket};
-use im_shards::TokenAuth;
+use im_token::TokenAuth;
 use monoio::io::{
     AsyncReadRent, AsyncReadRentExt, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf,
 };

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use im_protocol::{framing, ClientPacket, ServerPacket};
-use im_shards::TokenAuth;
+use im_token::TokenAuth;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt, Splitable};
 
 use crate::client::{frame, hist, login, msg_id, parse_id};

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use im_protocol::ClientPacket;
-use im_shards::TokenAuth;
+use im_token::TokenAuth;
 use monoio::io::Splitable;
 
 use crate::client::{drain, frame, hist, login, msg_id, receiver, run_phase, State};
