@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use im_shards::config::GroupBackend;
-use im_storage::groups::contract::wait;
+use im_storage::groups::wait;
 use im_storage::{EmbeddedGroups, GroupStore, RedisGroups};
 
 use crate::cli::GroupOp;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::{connect_packet, content, msg_id, token, Client, Kind, Recv, Server};
 use im_protocol::{ClientPacket, ServerPacket};
-use im_storage::groups::contract::RedisServer;
+use im_testkit::RedisServer;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Backend {

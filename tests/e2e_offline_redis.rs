@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{content, msg_id, Kind, Server};
-use im_storage::groups::contract::RedisServer;
+use im_testkit::RedisServer;
 
 fn llen(redis: &RedisServer, uid: u32) -> usize {
     redis

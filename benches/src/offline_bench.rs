@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use im_storage::groups::contract::RedisServer;
 use im_storage::{EmbeddedStore, OfflineMessage, OfflineStore, RedisConfig, RedisOffline, Write};
+use im_testkit::RedisServer;
 
 const BATCH: usize = 256;
 

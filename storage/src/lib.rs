@@ -12,7 +12,6 @@
 //! - [`GroupStore`] (in [`groups`]): group membership, embedded (redb) or Redis (`fred`).
 //! - [`contract`] and [`groups::contract`]: the test suites every backend must pass.
 
-pub mod contract;
 mod embedded;
 mod error;
 pub mod groups;

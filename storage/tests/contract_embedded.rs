@@ -9,4 +9,4 @@ fn open(dir: &Path) -> Arc<dyn OfflineStore> {
     Arc::new(EmbeddedStore::open(&dir.join("offline.redb")).expect("open embedded store"))
 }
 
-im_storage::offline_store_contract!(open);
+im_testkit::offline_store_contract!(open);

@@ -4,9 +4,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use im_storage::contract::Opener;
-use im_storage::groups::contract::RedisServer;
 use im_storage::{OfflineStore, RedisConfig, RedisOffline};
+use im_testkit::offline::Opener;
+use im_testkit::RedisServer;
 
 fn with_redis(case: fn(&Path, Opener)) {
     let redis = RedisServer::start();
@@ -27,4 +27,4 @@ fn with_redis(case: fn(&Path, Opener)) {
     case(dir.path(), &open);
 }
 
-im_storage::offline_store_contract!(with = with_redis);
+im_testkit::offline_store_contract!(with = with_redis);

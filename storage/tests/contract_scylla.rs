@@ -11,8 +11,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use im_storage::contract::Opener;
 use im_storage::{OfflineStore, ScyllaConfig, ScyllaOffline};
+use im_testkit::offline::Opener;
 
 fn with_scylla(case: fn(&Path, Opener)) {
     let uri = std::env::var("SCYLLA_URI")
@@ -42,7 +42,7 @@ fn with_scylla(case: fn(&Path, Opener)) {
     case(dir.path(), &open);
 }
 
-im_storage::offline_store_contract!(
+im_testkit::offline_store_contract!(
     with = with_scylla,
     ignore = "needs a real ScyllaDB at SCYLLA_URI"
 );

@@ -8,12 +8,12 @@ fn open() -> (tempfile::TempDir, EmbeddedGroups) {
     (dir, store)
 }
 
-im_storage::group_store_contract!(open);
+im_testkit::group_store_contract!(open);
 
 #[test]
 fn survives_reopen() {
-    use im_storage::groups::contract::wait;
     use im_storage::GroupStore;
+    use im_testkit::groups::wait;
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("groups.redb");
     {

@@ -3,8 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use im_storage::groups::contract::{wait, RedisServer};
 use im_storage::{GroupStore, RedisConfig, RedisGroups};
+use im_testkit::groups::wait;
+use im_testkit::RedisServer;
 
 struct Fixture {
     redis: RedisServer,
@@ -35,7 +36,7 @@ fn open() -> (Fixture, RedisGroups) {
     (Fixture { redis, _rt: rt }, store)
 }
 
-im_storage::group_store_contract!(open);
+im_testkit::group_store_contract!(open);
 
 /// Waits until `gid`'s version moves away from `from`; returns how long it took.
 fn version_change(s: &RedisGroups, gid: u32, from: u64) -> Option<Duration> {

@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use im_storage::contract::Opener;
 use im_storage::scylla::test_server::CqlTestServer;
 use im_storage::{OfflineMessage, OfflineStore, ScyllaConfig, ScyllaOffline};
+use im_testkit::offline::Opener;
 
 struct Fixture {
     server: CqlTestServer,
@@ -192,5 +192,5 @@ fn fxhash(b: &[u8]) -> u64 {
 }
 
 mod contract {
-    im_storage::offline_store_contract!(with = super::with_server);
+    im_testkit::offline_store_contract!(with = super::with_server);
 }

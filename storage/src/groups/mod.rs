@@ -18,8 +18,6 @@ mod embedded;
 mod redis;
 mod versions;
 
-pub mod contract;
-
 use std::future::Future;
 use std::pin::Pin;
 
@@ -83,4 +81,10 @@ pub(crate) fn normalize(mut uids: Vec<u32>) -> Vec<u32> {
     uids.sort_unstable();
     uids.dedup();
     uids
+}
+
+/// Runs a store future to completion on this thread (store futures are executor-agnostic):
+/// for the command line and tests, never on a shard.
+pub fn wait<T>(f: impl std::future::Future<Output = T>) -> T {
+    futures_executor::block_on(f)
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::offline::{OfflineMessage, OfflineStore, Write};
+use im_storage::{OfflineMessage, OfflineStore, Write};
 
 /// Opens a backend whose state lives under the given directory.
 pub type Opener<'a> = &'a dyn Fn(&Path) -> Arc<dyn OfflineStore>;
@@ -175,7 +175,7 @@ macro_rules! offline_store_contract {
             #[test]
             #$attr
             fn $case() {
-                $with($crate::contract::$case);
+                $with($crate::offline::$case);
             }
         )*
     };
@@ -188,8 +188,8 @@ macro_rules! offline_store_contract {
         $(
             #[test]
             fn $case() {
-                let dir = tempfile::tempdir().expect("tempdir");
-                $crate::contract::$case(dir.path(), &$open);
+                let dir = $crate::tempfile::tempdir().expect("tempdir");
+                $crate::offline::$case(dir.path(), &$open);
             }
         )*
     };
