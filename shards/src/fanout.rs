@@ -62,6 +62,8 @@ pub(crate) struct Fanout {
     queue: RefCell<VecDeque<(Batch, usize)>>,
     /// Members still to serve, over all queued batches.
     backlog: Cell<usize>,
+    /// The mailbox loop, waiting for `backlog` to come down to the given level.
+    backlog_waker: RefCell<Option<(usize, Waker)>>,
     waker: RefCell<Option<Waker>>,
     /// Packets queued for writing on this shard's sessions and not yet written.
     writes: Cell<usize>,
@@ -72,8 +74,30 @@ pub(crate) struct Fanout {
 }
 
 impl Fanout {
-    pub fn backlog(&self) -> usize {
-        self.backlog.get()
+    /// Resolves once at most `n` members wait to be served; woken by the worker (no
+    /// polling).
+    pub async fn backlog_at_most(&self, n: usize) {
+        poll_fn(|cx| {
+            if self.backlog.get() <= n {
+                Poll::Ready(())
+            } else {
+                *self.backlog_waker.borrow_mut() = Some((n, cx.waker().clone()));
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// The worker served `k` members.
+    fn served(&self, k: usize) {
+        let left = self.backlog.get().saturating_sub(k);
+        self.backlog.set(left);
+        let due = matches!(&*self.backlog_waker.borrow(), Some((n, _)) if left <= *n);
+        if due {
+            if let Some((_, w)) = self.backlog_waker.borrow_mut().take() {
+                w.wake();
+            }
+        }
     }
 
     pub fn is_idle(&self) -> bool {
@@ -219,10 +243,7 @@ pub(crate) async fn worker(shard: Rc<Shard>) {
         };
         let Some((b, at, end)) = step else { continue };
         shard.deliver_range(&b, at..end);
-        shard
-            .fanout
-            .backlog
-            .set(shard.fanout.backlog.get().saturating_sub(end - at));
+        shard.fanout.served(end - at);
         if end < b.uids.len() {
             shard.fanout.queue.borrow_mut().push_front((b, end));
         }

@@ -3,13 +3,16 @@
 //! cross-thread wake-up: the producer wakes the destination's mailbox task through an
 //! `AtomicWaker`, which the monoio runtime turns into an eventfd notification. A full queue
 //! is back-pressure: the sending task waits (and stops reading its socket) until there is
-//! room; nothing grows without bound.
+//! room; nothing grows without bound. The wait is a wake-up, not a poll: a sender that
+//! finds a queue full leaves its waker on the queue, and the destination wakes every such
+//! sender after it took mail out of that queue.
 //!
 //! Also holds the process-wide shutdown coordination (flags and counters every shard reads).
 
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::task::Poll;
+use std::sync::Mutex;
+use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use atomic_waker::AtomicWaker;
@@ -35,7 +38,43 @@ pub(crate) enum Mail {
 struct Inbox {
     /// `from[i]`: mail from shard `i`; the last queue is the control plane's.
     from: Vec<ArrayQueue<Mail>>,
+    /// `space[i]`: senders waiting for room in `from[i]`.
+    space: Vec<SpaceWaiters>,
     waker: AtomicWaker,
+}
+
+/// The tasks waiting for room in one queue. Touched only when a queue was found full: the
+/// receiver's common path is one relaxed load of `waiting`. The mutex is held for a push or
+/// a swap, never across anything that waits.
+#[derive(Default)]
+struct SpaceWaiters {
+    waiting: AtomicBool,
+    wakers: Mutex<Vec<Waker>>,
+}
+
+impl SpaceWaiters {
+    fn register(&self, w: &Waker) {
+        let mut v = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
+        if !v.iter().any(|x| x.will_wake(w)) {
+            v.push(w.clone());
+        }
+        self.waiting.store(true, Ordering::SeqCst);
+    }
+
+    /// Wakes every waiting sender (after mail was taken out of the queue).
+    fn wake_all(&self) {
+        if !self.waiting.load(Ordering::SeqCst) {
+            return;
+        }
+        let woken = {
+            let mut v = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
+            self.waiting.store(false, Ordering::SeqCst);
+            std::mem::take(&mut *v)
+        };
+        for w in woken {
+            w.wake();
+        }
+    }
 }
 
 /// All mailboxes of the process, shared by every shard thread.
@@ -56,6 +95,7 @@ impl Mesh {
             inboxes: (0..shards)
                 .map(|_| Inbox {
                     from: (0..=shards).map(|_| ArrayQueue::new(capacity)).collect(),
+                    space: (0..=shards).map(|_| SpaceWaiters::default()).collect(),
                     waker: AtomicWaker::new(),
                 })
                 .collect(),
@@ -109,32 +149,41 @@ impl Mesh {
             .sum()
     }
 
-    /// Sends, waiting while the destination queue is full.
-    pub(crate) async fn send(&self, from: usize, to: usize, mut mail: Mail) {
-        let mut counted = false;
-        loop {
-            match self.try_send(from, to, mail) {
-                Ok(()) => return,
+    /// Sends, waiting while the destination queue is full: the task sleeps until the
+    /// destination has taken mail out of this queue (no polling).
+    pub(crate) async fn send(&self, from: usize, to: usize, mail: Mail) {
+        let mail = match self.try_send(from, to, mail) {
+            Ok(()) => return,
+            Err(back) => back,
+        };
+        self.full_events.fetch_add(1, Ordering::Relaxed);
+        let space = &self.inboxes[to].space[from];
+        let mut slot = Some(mail);
+        poll_fn(|cx| {
+            let Some(m) = slot.take() else {
+                return Poll::Ready(());
+            };
+            // Register first, then retry: room made between the two is not missed.
+            space.register(cx.waker());
+            match self.try_send(from, to, m) {
+                Ok(()) => Poll::Ready(()),
                 Err(back) => {
-                    mail = back;
-                    if !counted {
-                        counted = true;
-                        self.full_events.fetch_add(1, Ordering::Relaxed);
-                    }
-                    // The destination drains whole queues per turn; a short sleep keeps
-                    // this cheap without another wake-up channel in the other direction.
-                    monoio::time::sleep(Duration::from_micros(200)).await;
+                    slot = Some(back);
+                    Poll::Pending
                 }
             }
-        }
+        })
+        .await
     }
 
     /// Takes every queued mail for `me`, in per-source order.
     pub(crate) fn drain(&self, me: usize, mut f: impl FnMut(Mail)) -> usize {
         let mut n = 0;
-        for q in &self.inboxes[me].from {
+        let inbox = &self.inboxes[me];
+        for (q, space) in inbox.from.iter().zip(&inbox.space) {
             // Bound one pass to what was queued when it started, so a busy producer
             // cannot starve the other queues.
+            let before = n;
             for _ in 0..q.len() {
                 match q.pop() {
                     Some(m) => {
@@ -143,6 +192,9 @@ impl Mesh {
                     }
                     None => break,
                 }
+            }
+            if n > before {
+                space.wake_all();
             }
         }
         n
@@ -187,6 +239,78 @@ impl Mesh {
         self.closed_shards.fetch_add(1, Ordering::SeqCst);
         while self.closed_shards.load(Ordering::SeqCst) < self.shards() {
             monoio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::fanout::{Batch, Uids};
+
+    fn mail(n: u32) -> Mail {
+        Mail::Fanout(Batch {
+            accepted: Instant::now(),
+            frame: Bytes::new(),
+            uids: Uids::Shared(Arc::from(vec![n])),
+            seqs: None,
+            exclude: 0,
+        })
+    }
+
+    fn uid(m: &Mail) -> u32 {
+        match m {
+            Mail::Fanout(b) => match &b.uids {
+                Uids::Shared(u) => u[0],
+                _ => u32::MAX,
+            },
+            _ => u32::MAX,
+        }
+    }
+
+    /// Senders that find a queue full sleep until the destination, on another thread, takes
+    /// mail out of it; then every one of them gets through, in order per sender, without a
+    /// timer (the runtime here has no timer driver: a sleep would panic).
+    #[test]
+    fn full_queue_waits_for_a_wake_up_not_a_timer() {
+        let mesh = Arc::new(Mesh::new(2, 2));
+        let m = mesh.clone();
+        let sender = std::thread::spawn(move || {
+            let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let mut tasks = Vec::new();
+                for t in 0..3u32 {
+                    let m = m.clone();
+                    tasks.push(monoio::spawn(async move {
+                        for i in 0..50u32 {
+                            m.send(0, 1, mail(t * 1000 + i)).await;
+                        }
+                    }));
+                }
+                for t in tasks {
+                    t.await;
+                }
+            });
+        });
+        let mut got: Vec<u32> = Vec::new();
+        let start = std::time::Instant::now();
+        while got.len() < 150 {
+            assert!(start.elapsed().as_secs() < 20, "stuck at {}", got.len());
+            mesh.drain(1, |m| got.push(uid(&m)));
+            std::thread::yield_now();
+        }
+        sender.join().expect("sender thread");
+        assert!(mesh.full_events() > 0, "the queue of 2 was found full");
+        for t in 0..3u32 {
+            let mine: Vec<u32> = got.iter().copied().filter(|u| u / 1000 == t).collect();
+            assert_eq!(mine, (0..50).map(|i| t * 1000 + i).collect::<Vec<_>>());
         }
     }
 }

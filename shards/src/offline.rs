@@ -3,7 +3,6 @@
 //! in memory at once, and waits for the client to ack a page before fetching more.
 
 use std::rc::Rc;
-use std::time::Duration;
 
 use crate::session::{Session, Tracked};
 use crate::stats::Msg;
@@ -35,9 +34,7 @@ pub(crate) async fn drain(s: Rc<Session>) {
             break;
         }
         // Let the client ack before the next page (bounded memory, bounded in-flight).
-        while s.inflight_len() > page / 2 && !s.is_closed() {
-            monoio::time::sleep(Duration::from_millis(5)).await;
-        }
+        s.inflight_at_most(page / 2).await;
         if s.is_closed() {
             return;
         }

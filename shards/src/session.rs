@@ -9,6 +9,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::os::fd::RawFd;
 use std::rc::Rc;
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -160,6 +161,9 @@ struct State {
     /// While the offline backlog is being pushed, live messages wait here (so they come
     /// after the older stored ones).
     draining: Option<Vec<Rc<Tracked>>>,
+    /// The drain waiting for in-flight pushes to fall to this many (see
+    /// [`Session::inflight_at_most`]).
+    inflight_waiter: Option<(usize, Waker)>,
 }
 
 /// An authenticated connection on its owner shard.
@@ -204,6 +208,7 @@ impl Session {
                 ping_sent: None,
                 closed: false,
                 draining: Some(Vec::new()),
+                inflight_waiter: None,
             }),
         })
     }
@@ -212,8 +217,20 @@ impl Session {
         self.st.borrow().closed
     }
 
-    pub fn inflight_len(&self) -> usize {
-        self.st.borrow().inflight.len()
+    /// Resolves once at most `n` pushes await the client's ack, or the session closed.
+    /// Woken by the ack that gets there (no polling).
+    pub async fn inflight_at_most(&self, n: usize) {
+        std::future::poll_fn(|cx| {
+            let mut st = self.st.borrow_mut();
+            if st.closed || st.inflight.len() <= n {
+                st.inflight_waiter = None;
+                Poll::Ready(())
+            } else {
+                st.inflight_waiter = Some((n, cx.waker().clone()));
+                Poll::Pending
+            }
+        })
+        .await
     }
 
     /// Queues an item for the writer; closes the session if the client is not reading.
@@ -326,7 +343,15 @@ impl Session {
             let pos = st.inflight.iter().position(|i| {
                 i.track.ack_cmd() == ack_cmd && push_msg_id(&i.track.frame) == Some(id)
             });
-            pos.and_then(|p| st.inflight.remove(p))
+            let found = pos.and_then(|p| st.inflight.remove(p));
+            if let Some((n, _)) = &st.inflight_waiter {
+                if st.inflight.len() <= *n {
+                    if let Some((_, w)) = st.inflight_waiter.take() {
+                        w.wake();
+                    }
+                }
+            }
+            found
         };
         if let Some(i) = found {
             self.shard.stats.message(Msg::Acked, 1);
@@ -392,6 +417,9 @@ impl Session {
                 return;
             }
             st.closed = true;
+            if let Some((_, w)) = st.inflight_waiter.take() {
+                w.wake();
+            }
             (std::mem::take(&mut st.inflight), st.draining.take())
         };
         tracing::debug!(uid = self.uid, session = self.id, ?reason, "session closed");
