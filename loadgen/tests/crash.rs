@@ -40,7 +40,16 @@ fn stop_during_offline_run(persist: &str, stop: Stop) -> serde_json::Value {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("start loadgen");
-    std::thread::sleep(Duration::from_millis(1500));
+    // Stop once a tenth of the messages were accepted: mid-run whatever the machine's
+    // speed (a fixed delay let a fast run finish before the stop).
+    let t = std::time::Instant::now();
+    while srv.accepted() < 50 * 4000 / 10 {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the senders never got going"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     match stop {
         Stop::Kill9 => srv.kill9(),
         Stop::Sigterm => srv.terminate(),

@@ -144,6 +144,26 @@ impl Server {
         }
     }
 
+    /// `im_messages_total{event="accepted"}` from the server's `/metrics` (0 while the
+    /// server does not answer).
+    pub fn accepted(&self) -> u64 {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.control)) else {
+            return 0;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        let req = "GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
+        let mut text = String::new();
+        if s.write_all(req.as_bytes()).is_err() || s.read_to_string(&mut text).is_err() {
+            return 0;
+        }
+        text.lines()
+            .find(|l| l.starts_with("im_messages_total{event=\"accepted\"}"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .map_or(0, |v| v as u64)
+    }
+
     pub fn admin_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.control)
     }
