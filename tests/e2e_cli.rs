@@ -55,7 +55,10 @@ fn summary_uses_config_names_and_logs_have_no_colour_off_a_terminal() {
             break;
         }
     }
-    let _ = child.kill();
+    // SIGTERM, not SIGKILL: the graceful stop comes after the "imserver ready" log line
+    // (written right after the summary), so the logs below are complete.
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let mut logs = String::new();
     child
         .stderr
