@@ -12,8 +12,7 @@ use serde_json::{json, Value};
 
 /// Seed 004 error codes used by the API.
 pub mod code {
-    pub const SERVER_INTERNAL: u32 = 500;
-    pub const ARGS: u32 = 1001;
+    pub use im_protocol::packet::pub_err::{ARGS, SERVER_INTERNAL};
     pub const NO_PERMISSION: u32 = 1002;
     pub const RECORD_NOT_FOUND: u32 = 1004;
     pub const GROUP_NOT_FOUND: u32 = 1201;

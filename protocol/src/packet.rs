@@ -29,6 +29,11 @@ pub mod cmd {
     pub const PUB_ERR: u8 = 13;
     pub const LOGOUT: u8 = 20;
 
+    /// Whether the protocol defines this command byte (in either direction).
+    pub fn is_command(c: u8) -> bool {
+        matches!(c, CONNECT..=PUB_ERR | LOGOUT)
+    }
+
     /// The client ack that answers a server push with this command byte.
     pub fn ack_for_push(push: u8) -> Option<u8> {
         match push {

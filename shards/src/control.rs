@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures_channel::oneshot;
+use im_protocol::packet::pub_err as code;
 use im_protocol::MsgId;
 use im_storage::OfflineMessage;
 
@@ -21,7 +22,6 @@ use crate::mailbox::{Mail, Mesh};
 use crate::routing::owner_of;
 use crate::shard::Shard;
 use crate::stats::Msg;
-use im_protocol::packet::pub_err as code;
 
 /// One open session of a user.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use im_protocol::packet::cmd;
+use im_protocol::packet::pub_err as code;
 use im_protocol::{ClientPacket, MsgId, ServerPacket, Targets};
 use im_storage::OfflineMessage;
 
@@ -21,7 +22,6 @@ use crate::envelope;
 use crate::group_send::{self, Origin};
 use crate::session::{CloseReason, Session};
 use crate::stats::Msg;
-use im_protocol::packet::pub_err as code;
 
 /// A message for one user, sent to the user's owner shard.
 pub(crate) struct Delivery {

@@ -92,9 +92,9 @@ impl Fanout {
     fn served(&self, k: usize) {
         let left = self.backlog.get().saturating_sub(k);
         self.backlog.set(left);
-        let due = matches!(&*self.backlog_waker.borrow(), Some((n, _)) if left <= *n);
-        if due {
-            if let Some((_, w)) = self.backlog_waker.borrow_mut().take() {
+        let mut waiter = self.backlog_waker.borrow_mut();
+        if waiter.as_ref().is_some_and(|(n, _)| left <= *n) {
+            if let Some((_, w)) = waiter.take() {
                 w.wake();
             }
         }

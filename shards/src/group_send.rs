@@ -7,6 +7,7 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use im_protocol::packet::pub_err as code;
 use im_storage::OfflineMessage;
 
 use crate::config::Persist;
@@ -15,7 +16,6 @@ use crate::groups::split;
 use crate::mailbox::Mail;
 use crate::shard::Shard;
 use crate::stats::Msg;
-use im_protocol::packet::pub_err as code;
 
 /// Who sends a group message.
 #[derive(Debug, Clone, Copy)]

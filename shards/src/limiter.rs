@@ -75,9 +75,17 @@ impl AuthLimiter {
         if self.max_failures == 0 || self.tracked.load(Ordering::Relaxed) == 0 {
             return true;
         }
-        match self.stripe(ip).get(&ip) {
+        let mut t = self.stripe(ip);
+        match t.get(&ip) {
             Some(e) if now.duration_since(e.start) < self.window => e.failures < self.max_failures,
-            _ => true,
+            Some(_) => {
+                // Expired: forget it now, so the table empties (and the lock-free path above
+                // comes back) as addresses return, not only when a stripe fills up.
+                t.remove(&ip);
+                self.tracked.fetch_sub(1, Ordering::Relaxed);
+                true
+            }
+            None => true,
         }
     }
 
@@ -197,8 +205,13 @@ mod tests {
         let l = AuthLimiter::new(3, Duration::from_secs(60), 100);
         assert_eq!(l.tracked.load(Ordering::Relaxed), 0);
         assert!(l.allowed(ip(1), Instant::now()));
-        l.failed(ip(1), Instant::now());
+        let t0 = Instant::now();
+        l.failed(ip(1), t0);
         assert_eq!(l.tracked.load(Ordering::Relaxed), 1);
+        counter_matches_table(&l);
+        // Asked again after the window, the expired entry goes and the count with it.
+        assert!(l.allowed(ip(1), t0 + Duration::from_secs(61)));
+        assert_eq!(l.tracked.load(Ordering::Relaxed), 0);
         counter_matches_table(&l);
     }
 }

@@ -44,8 +44,12 @@ struct Inbox {
 }
 
 /// The tasks waiting for room in one queue. Touched only when a queue was found full: the
-/// receiver's common path is one relaxed load of `waiting`. The mutex is held for a push or
-/// a swap, never across anything that waits.
+/// receiver's common path is a fence and one load of `waiting`. The mutex is held for a push
+/// or a swap, never across anything that waits.
+///
+/// No lost wake-up: the sender stores `waiting` and then retries the push; the receiver pops
+/// and then loads `waiting`. A SeqCst fence between the two steps on each side means at
+/// least one of them sees the other (the retry finds room, or the load finds a waiter).
 #[derive(Default)]
 struct SpaceWaiters {
     waiting: AtomicBool,
@@ -59,10 +63,12 @@ impl SpaceWaiters {
             v.push(w.clone());
         }
         self.waiting.store(true, Ordering::SeqCst);
+        std::sync::atomic::fence(Ordering::SeqCst);
     }
 
     /// Wakes every waiting sender (after mail was taken out of the queue).
     fn wake_all(&self) {
+        std::sync::atomic::fence(Ordering::SeqCst);
         if !self.waiting.load(Ordering::SeqCst) {
             return;
         }

@@ -344,11 +344,10 @@ impl Session {
                 i.track.ack_cmd() == ack_cmd && push_msg_id(&i.track.frame) == Some(id)
             });
             let found = pos.and_then(|p| st.inflight.remove(p));
-            if let Some((n, _)) = &st.inflight_waiter {
-                if st.inflight.len() <= *n {
-                    if let Some((_, w)) = st.inflight_waiter.take() {
-                        w.wake();
-                    }
+            let left = st.inflight.len();
+            if st.inflight_waiter.as_ref().is_some_and(|(n, _)| left <= *n) {
+                if let Some((_, w)) = st.inflight_waiter.take() {
+                    w.wake();
                 }
             }
             found

@@ -4,11 +4,11 @@
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
+use im_protocol::packet::{cmd, pub_err as code};
 use im_storage::histogram::{AtomicHistogram, HistogramSnapshot, LATENCY_US};
 
 use crate::auth::AuthError;
 use crate::transport::TransportKind;
-use im_protocol::packet::pub_err as code;
 
 /// Refusal codes counted separately; anything else lands in the last slot.
 pub const REFUSAL_CODES: [u32; 5] = [
@@ -41,15 +41,17 @@ pub const FANOUT_SIZES: &[u64] = &[
     1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 50_000,
 ];
 
-/// Counter slots per direction: one per command byte the protocol defines (1–13, 20), and
-/// slot 0 for every other byte, so an invalid command is never counted as a real one.
-const COMMANDS: usize = 21;
+/// Counter slots per direction: one per command byte up to the highest the protocol defines
+/// (LOGOUT), slot 0 for every byte it does not define, so an invalid command is never
+/// counted as a real one.
+const COMMANDS: usize = cmd::LOGOUT as usize + 1;
 
 /// The counter slot of a command byte: itself when the protocol defines it, else 0.
-fn slot(cmd: u8) -> usize {
-    match cmd {
-        1..=13 | 20 => cmd as usize,
-        _ => 0,
+fn slot(c: u8) -> usize {
+    if cmd::is_command(c) {
+        c as usize
+    } else {
+        0
     }
 }
 
@@ -243,7 +245,7 @@ mod tests {
     use super::*;
 
     /// An invalid command byte is counted as unknown, never as a command that shares its
-    /// value modulo the table size (35 used to count as PUB_ACK, 36 % 32 = 4).
+    /// value modulo the table size (35 used to count as PUBLISH, 36 as PUB_ACK).
     #[test]
     fn invalid_commands_count_as_unknown() {
         let s = ShardStats::default();
