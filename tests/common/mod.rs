@@ -2,6 +2,7 @@
 //! directory (and, for TLS, a fresh certificate); [`client`] speaks to it over real sockets.
 #![allow(dead_code)]
 
+pub mod api;
 mod client;
 
 pub use client::*;
