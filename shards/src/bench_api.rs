@@ -3,20 +3,19 @@
 //! shards, building a group fan-out) without making those types public.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 use im_protocol::MsgId;
 
 use crate::config::Envelope;
-use crate::fanout::{Batch, Uids};
+use crate::engine::{Batch, Time, Uids};
 use crate::mailbox::{Mail, Mesh};
 
 /// Puts one group fan-out batch (a shared frame and member slice, as the server sends them)
 /// in the `from → to` mailbox. `false`: the mailbox is full.
 pub fn send_batch(mesh: &Mesh, from: usize, to: usize, frame: &Bytes, uids: &Arc<[u32]>) -> bool {
     let batch = Batch {
-        accepted: Instant::now(),
+        accepted: Time::default(),
         frame: frame.clone(),
         uids: Uids::Shared(uids.clone()),
         seqs: None,
@@ -42,5 +41,5 @@ pub fn build_fanout(
 ) -> Option<(Bytes, Vec<Vec<u32>>)> {
     let frame =
         crate::envelope::group_frame(Envelope::Json, from, group, 1, msg_id, payload, None).ok()?;
-    Some((frame, crate::groups::split(members, shards)))
+    Some((frame, crate::engine::split(members, shards)))
 }

@@ -1,24 +1,24 @@
 //! The two tasks of an established connection on its owner shard.
 //!
 //! - The reader owns the read half and the transport decoder: it parses everything a read
-//!   brought, hands packets to the command layer, commits the read's publishes, then reads
-//!   again. It is never cancelled mid-read (io_uring reads own their buffer); the session is
+//!   brought, hands each packet to the engine, tells it the read is done, waits until the
+//!   read's publishes are committed, then reads again. It is never cancelled mid-read (io_uring reads own their buffer); the session is
 //!   ended from elsewhere by shutting the socket down, which completes the read.
-//! - The writer owns the write half: it coalesces queued frames into one write, runs the
-//!   session's timers between writes, and on `Out::Close` flushes, half-closes, lingers so
-//!   the client can read the last packet, then shuts the socket down.
+//! - The writer owns the write half: it coalesces queued frames into one write, reports
+//!   what it wrote to the engine, and on `Out::Close` flushes, half-closes, lingers so the
+//!   client can read the last packet, then shuts the socket down.
 
 use std::os::fd::RawFd;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use im_protocol::ServerPacket;
 use local_sync::mpsc::unbounded::Rx;
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 
-use crate::delivery::{self, Accepted};
-use crate::session::{CloseReason, Out, Session};
+use crate::engine::{CloseReason, ConnId, Event as In, Out};
+use crate::shard::Shard;
 use crate::transport::{Event, Framing, TransportKind};
 
 /// Initial read buffer; it grows to the largest frame seen and shrinks back when empty.
@@ -28,54 +28,53 @@ const READ_SHRINK_ABOVE: usize = 64 * 1024;
 const WRITE_BATCH: usize = 64 * 1024;
 
 pub(crate) async fn read_loop(
-    s: Rc<Session>,
+    shard: Rc<Shard>,
+    conn: ConnId,
     mut rd: impl AsyncReadRent,
     mut buf: Vec<u8>,
     mut framing: Framing,
 ) {
-    let max = s.shard.cfg.net.max_frame;
-    loop {
-        let mut accepted: Vec<Accepted> = Vec::new();
+    let max = shard.cfg.net.max_frame;
+    // A connection refused at open (duplicate login, shutdown) is never read.
+    while shard.is_open(conn) {
         let mut stop = None;
         let mut pos = 0;
-        // A session closed elsewhere (kick, shutdown) accepts nothing more: during shutdown
-        // no new message may start its way to another shard.
-        while stop.is_none() && !s.is_closed() {
+        // A session told to stop (or closed elsewhere: kick, shutdown) accepts nothing
+        // more: during shutdown no new message may start its way to another shard.
+        while stop.is_none() && shard.is_open(conn) {
             let (used, ev) = match framing.next(&mut buf[pos..], max) {
                 Ok(Some(x)) => x,
                 Ok(None) => break,
                 Err(e) => {
-                    tracing::debug!(uid = s.uid, error = %e, "bad input");
+                    tracing::debug!(session = conn, error = %e, "bad input");
                     stop = Some(CloseReason::InvalidPacket);
                     break;
                 }
             };
             let base = pos;
             pos += used;
-            stop = match ev {
-                Event::Packet { start, end } => {
-                    delivery::handle_packet(&s, &buf[base + start..base + end], &mut accepted)
+            match ev {
+                Event::Packet { start, end } => shard.dispatch(In::Packet {
+                    conn,
+                    bytes: &buf[base + start..base + end],
+                }),
+                Event::Assembled(p) => shard.dispatch(In::Packet { conn, bytes: &p }),
+                Event::Reply(bytes) => shard.dispatch(In::Reply { conn, bytes }),
+                Event::Skip => {}
+                Event::Close(bytes) => {
+                    shard.dispatch(In::Reply { conn, bytes });
+                    stop = Some(CloseReason::WsClose);
                 }
-                Event::Assembled(p) => delivery::handle_packet(&s, &p, &mut accepted),
-                Event::Reply(bytes) => {
-                    s.send(Out::Raw(bytes));
-                    None
-                }
-                Event::Skip => None,
-                Event::Close(reply) => {
-                    s.send(Out::Raw(reply));
-                    Some(CloseReason::WsClose)
-                }
-            };
+            }
         }
         buf.drain(..pos);
-        if !accepted.is_empty() {
-            delivery::commit(&s, accepted).await;
+        shard.dispatch(In::ReadDone { conn, stop });
+        if !shard.is_open(conn) {
+            break;
         }
-        if let Some(reason) = stop {
-            s.close(reason);
-        }
-        if s.is_closed() {
+        // Wait until this read's publishes are committed (and mail has room).
+        shard.readable(conn).await;
+        if !shard.is_open(conn) {
             break;
         }
         if buf.is_empty() && buf.capacity() > READ_SHRINK_ABOVE {
@@ -87,12 +86,12 @@ pub(crate) async fn read_loop(
         let len = buf.len();
         let (res, slice) = rd.read(buf.slice_mut(len..)).await;
         buf = slice.into_inner();
-        match res {
-            Ok(n) if n > 0 => s.touch(),
-            _ => {
-                s.close(CloseReason::PeerClosed);
-                break;
-            }
+        if !matches!(res, Ok(n) if n > 0) {
+            shard.dispatch(In::Closed {
+                conn,
+                reason: CloseReason::PeerClosed,
+            });
+            break;
         }
     }
     // Keep draining input until the writer shuts the socket down, so that unread input does
@@ -113,26 +112,19 @@ async fn discard_until_eof(rd: &mut impl AsyncReadRent, mut buf: Vec<u8>) {
     }
 }
 
-pub(crate) async fn write_loop(s: Rc<Session>, mut wr: impl AsyncWriteRent, mut rx: Rx<Out>) {
-    let cfg = &s.shard.cfg;
-    let framing = Framing::new(s.kind);
-    let tick = tick_period(&s);
+pub(crate) async fn write_loop(
+    shard: Rc<Shard>,
+    conn: ConnId,
+    kind: TransportKind,
+    fd: RawFd,
+    mut wr: impl AsyncWriteRent,
+    mut rx: Rx<Out>,
+) {
+    let cfg = shard.cfg.clone();
+    let framing = Framing::new(kind);
     let write_timeout = Duration::from_millis(cfg.session.write_timeout_ms);
-    let mut next_tick = Instant::now() + tick;
     let mut wbuf: Vec<u8> = Vec::new();
-    loop {
-        let now = Instant::now();
-        if now >= next_tick {
-            s.tick(now);
-            next_tick = now + tick;
-        }
-        let first =
-            match monoio::time::timeout(next_tick - Instant::now().min(next_tick), rx.recv()).await
-            {
-                Ok(Some(item)) => item,
-                Ok(None) => break,
-                Err(_) => continue,
-            };
+    while let Some(first) = rx.recv().await {
         let mut items = 0;
         let mut close = false;
         let mut next = Some(first);
@@ -152,46 +144,43 @@ pub(crate) async fn write_loop(s: Rc<Session>, mut wr: impl AsyncWriteRent, mut 
             }
         }
         if !wbuf.is_empty() {
-            match monoio::time::timeout(write_timeout, wr.write_all(wbuf)).await {
+            let failed = match monoio::time::timeout(write_timeout, wr.write_all(wbuf)).await {
                 Ok((Ok(_), b)) => {
                     wbuf = b;
                     wbuf.clear();
                     if wbuf.capacity() > WRITE_BATCH * 2 {
                         wbuf = Vec::new();
                     }
+                    false
                 }
                 Ok((Err(_), b)) => {
                     wbuf = b;
                     wbuf.clear();
-                    s.close(CloseReason::WriteFailed);
+                    true
                 }
                 Err(_) => {
                     wbuf = Vec::new();
-                    s.close(CloseReason::WriteFailed);
+                    true
                 }
+            };
+            if failed {
+                shard.dispatch(In::Closed {
+                    conn,
+                    reason: CloseReason::WriteFailed,
+                });
             }
         }
-        s.written(items);
+        shard.dispatch(In::Written { conn, n: items });
         if close {
             break;
         }
     }
+    shard.conn_done(conn);
     // Half-close so the client sees our last packet and then EOF; wait for it to go away
     // (the reader keeps draining), then shut down both directions, which ends the reader.
-    shutdown(s.fd, libc::SHUT_WR);
+    shutdown(fd, libc::SHUT_WR);
     monoio::time::sleep(Duration::from_millis(cfg.session.close_linger_ms)).await;
-    shutdown(s.fd, libc::SHUT_RDWR);
-}
-
-/// How often a session's timers are checked: a fraction of the shortest timer.
-fn tick_period(s: &Session) -> Duration {
-    let c = &s.shard.cfg;
-    let shortest = c
-        .session
-        .heartbeat_interval_ms
-        .min(c.session.heartbeat_timeout_ms)
-        .min(c.delivery.redelivery_interval_ms);
-    Duration::from_millis((shortest / 4).clamp(10, 500))
+    shutdown(fd, libc::SHUT_RDWR);
 }
 
 /// `shutdown(2)` on a socket we still own (its halves are alive until the tasks end).
@@ -217,22 +206,6 @@ pub(crate) async fn refuse_and_close(
         let _ = monoio::time::timeout(linger, stream.write_all(out)).await;
     }
     finish(stream, fd, linger).await;
-}
-
-/// [`refuse_and_close`] for a connection already split into its two halves.
-pub(crate) async fn refuse_and_close_split(
-    rd: impl AsyncReadRent,
-    mut wr: impl AsyncWriteRent,
-    fd: RawFd,
-    kind: TransportKind,
-    packet: Option<ServerPacket<'_>>,
-    linger: Duration,
-) {
-    let out = refusal(kind, packet);
-    if !out.is_empty() {
-        let _ = monoio::time::timeout(linger, wr.write_all(out)).await;
-    }
-    finish(rd, fd, linger).await;
 }
 
 /// The last packet (if any) and, on WebSocket, the close frame.

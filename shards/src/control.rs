@@ -5,23 +5,13 @@
 //! other mail, and answers over a oneshot channel any executor can await. A full queue
 //! answers `Busy` at once; the HTTP side turns that into 503.
 
-use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Instant;
 
 use futures_channel::oneshot;
-use im_protocol::packet::pub_err as code;
 use im_protocol::MsgId;
-use im_storage::OfflineMessage;
 
-use crate::config::Persist;
-use crate::delivery::Delivery;
-use crate::envelope;
-use crate::group_send::{self, Origin};
 use crate::mailbox::{Mail, Mesh};
 use crate::routing::owner_of;
-use crate::shard::Shard;
-use crate::stats::Msg;
 
 /// One open session of a user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,108 +126,5 @@ impl ControlHandle {
     /// Times a sender found a mailbox full since start.
     pub fn mailbox_full_events(&self) -> u64 {
         self.mesh.full_events()
-    }
-}
-
-impl Shard {
-    pub(crate) fn handle_control(self: &Rc<Self>, req: Request) {
-        match req {
-            Request::Ping { reply } => {
-                let _ = reply.send(());
-            }
-            Request::Online { uid, reply } => {
-                let mut sessions = Vec::new();
-                self.sessions_of(uid, &mut sessions);
-                let _ = reply.send(
-                    sessions
-                        .iter()
-                        .map(|s| SessionInfo {
-                            session: s.id,
-                            transport: s.kind.name(),
-                            extensions: s.ext,
-                        })
-                        .collect(),
-                );
-            }
-            Request::Send { msg, reply } => {
-                // A retried request (same sender and msgID within the dedupe window) is
-                // accepted again but not delivered again, as for a client PUBLISH. Requests
-                // for one recipient (or group) always land on the same shard, so its window
-                // sees every retry.
-                let (from, id) = (msg.from, msg.msg_id);
-                if !self
-                    .dedupe
-                    .borrow_mut()
-                    .first_time(from, &id, Instant::now())
-                {
-                    let _ = reply.send(Ok(()));
-                    return;
-                }
-                let shard = self.clone();
-                // Counted before the task starts, so shutdown waits for it.
-                shard.mesh.route_started();
-                monoio::spawn(async move {
-                    let r = system_send(&shard, msg).await;
-                    if let Err(ControlError::Refused { code, .. }) = &r {
-                        shard.dedupe.borrow_mut().forget(from, &id);
-                        shard.stats.refused(*code);
-                    }
-                    shard.mesh.route_done();
-                    let _ = reply.send(r);
-                });
-            }
-        }
-    }
-}
-
-async fn system_send(shard: &Rc<Shard>, msg: SystemMessage) -> Result<(), ControlError> {
-    let mode = shard.cfg.delivery.envelope;
-    let refused = |code, why| ControlError::Refused { code, why };
-    match msg.to {
-        Target::User(0) => Err(refused(code::USER_NOT_FOUND, "uid 0 is not a user")),
-        Target::User(to) => {
-            let frame = envelope::push_frame(mode, msg.from, to, 0, &msg.msg_id, &msg.payload)
-                .map_err(|_| refused(code::ARGS, "payload too large"))?;
-            let seq = match shard.cfg.delivery.persist {
-                Persist::OnFailure => None,
-                Persist::BeforeAck => {
-                    let m = OfflineMessage {
-                        uid: to,
-                        frame: frame.clone(),
-                        expires_at_ms: shard.expiry_ms(),
-                    };
-                    let seqs = shard
-                        .store
-                        .append(vec![m])
-                        .await
-                        .map_err(|_| refused(code::SERVER_INTERNAL, "storage unavailable"))?;
-                    seqs.first().copied()
-                }
-            };
-            shard.stats.message(Msg::Accepted, 1);
-            shard
-                .route(Delivery {
-                    to,
-                    accepted: Instant::now(),
-                    frame,
-                    seq,
-                })
-                .await;
-            Ok(())
-        }
-        Target::Group(gid) => {
-            let frame =
-                envelope::group_frame(mode, msg.from, gid, 0, &msg.msg_id, &msg.payload, None)
-                    .map_err(|_| refused(code::ARGS, "payload too large"))?;
-            let origin = Origin {
-                uid: msg.from,
-                session: None,
-            };
-            let prepared = group_send::prepare(shard, origin, gid, &frame, None)
-                .await
-                .map_err(|r| refused(r.code, r.why))?;
-            group_send::route(shard, prepared).await;
-            Ok(())
-        }
     }
 }

@@ -1,55 +1,28 @@
-//! Group publishes on the sender's shard: membership (cached per shard), the checks, and
-//! the split of the recipients into one batch per owner shard.
+//! Group membership for the engine, cached per shard in front of the group store.
 //!
-//! A cached membership keeps its members sorted (membership check = binary search) and
-//! already split by owner shard as reference-counted slices, so a GROUP_PUBLISH to a cached
-//! group allocates no per-member memory at all: each owner shard gets the same `Arc<[u32]>`
-//! and the same encoded push frame (`Bytes`) for every message. An entry is used while its
-//! [`Versions`](im_storage::Versions) value is unchanged and it is younger than the TTL.
+//! A cached entry is used while its [`Versions`](im_storage::Versions) value is unchanged
+//! and it is younger than the TTL; the engine gets it as a shared [`Members`] (sorted, and
+//! split by owner shard once per fetch, not per message).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use im_storage::{GroupError, GroupStore};
 
-use crate::routing::owner_of;
+use crate::engine::Members;
 
-/// One group's membership as a shard caches it.
-pub(crate) struct Members {
-    /// Ascending, unique.
-    pub sorted: Vec<u32>,
-    /// `by_shard[i]`: the members shard `i` owns.
-    pub by_shard: Vec<Arc<[u32]>>,
+struct Cached {
+    members: Arc<Members>,
     version: u64,
     fetched: Instant,
-}
-
-impl Members {
-    fn new(sorted: Vec<u32>, shards: usize, version: u64) -> Self {
-        let mut parts: Vec<Vec<u32>> = vec![Vec::new(); shards];
-        for &uid in &sorted {
-            parts[owner_of(uid, shards)].push(uid);
-        }
-        Self {
-            sorted,
-            by_shard: parts.into_iter().map(Arc::from).collect(),
-            version,
-            fetched: Instant::now(),
-        }
-    }
-
-    pub fn contains(&self, uid: u32) -> bool {
-        self.sorted.binary_search(&uid).is_ok()
-    }
 }
 
 /// A shard's membership cache in front of the group store.
 pub(crate) struct GroupCache {
     store: Arc<dyn GroupStore>,
-    entries: RefCell<HashMap<u32, Rc<Members>>>,
+    entries: RefCell<HashMap<u32, Cached>>,
     ttl: Duration,
     max: usize,
     shards: usize,
@@ -66,13 +39,15 @@ impl GroupCache {
         }
     }
 
-    fn cached(&self, gid: u32) -> Option<Rc<Members>> {
-        let m = self.entries.borrow().get(&gid).cloned()?;
-        (m.version == self.store.versions().get(gid) && m.fetched.elapsed() < self.ttl).then_some(m)
+    fn cached(&self, gid: u32) -> Option<Arc<Members>> {
+        let entries = self.entries.borrow();
+        let e = entries.get(&gid)?;
+        (e.version == self.store.versions().get(gid) && e.fetched.elapsed() < self.ttl)
+            .then(|| e.members.clone())
     }
 
     /// The members of `gid` (empty: no such group).
-    pub async fn members(&self, gid: u32) -> Result<Rc<Members>, GroupError> {
+    pub async fn members(&self, gid: u32) -> Result<Arc<Members>, GroupError> {
         if let Some(m) = self.cached(gid) {
             return Ok(m);
         }
@@ -80,7 +55,7 @@ impl GroupCache {
         // entry already stale, so it is fetched again next time.
         let version = self.store.versions().get(gid);
         let sorted = self.store.members(gid).await?;
-        let m = Rc::new(Members::new(sorted, self.shards, version));
+        let members = Arc::new(Members::new(sorted, self.shards));
         let mut entries = self.entries.borrow_mut();
         if entries.len() >= self.max {
             let ttl = self.ttl;
@@ -89,33 +64,14 @@ impl GroupCache {
                 entries.clear();
             }
         }
-        entries.insert(gid, m.clone());
-        Ok(m)
-    }
-}
-
-/// Splits an explicit recipient list by owner shard.
-pub(crate) fn split(uids: &[u32], shards: usize) -> Vec<Vec<u32>> {
-    let mut parts: Vec<Vec<u32>> = vec![Vec::new(); shards];
-    for &uid in uids {
-        parts[owner_of(uid, shards)].push(uid);
-    }
-    parts
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn members_split_by_owner_and_answer_membership() {
-        let m = Members::new((1..=1000).collect(), 3, 0);
-        assert_eq!(m.by_shard.iter().map(|p| p.len()).sum::<usize>(), 1000);
-        for (i, part) in m.by_shard.iter().enumerate() {
-            assert!(part.iter().all(|u| owner_of(*u, 3) == i));
-        }
-        assert!(m.contains(500) && !m.contains(1001) && !m.contains(0));
-        let parts = split(&[5, 6, 7], 2);
-        assert_eq!(parts.iter().map(Vec::len).sum::<usize>(), 3);
+        entries.insert(
+            gid,
+            Cached {
+                members: members.clone(),
+                version,
+                fetched: Instant::now(),
+            },
+        );
+        Ok(members)
     }
 }

@@ -7,10 +7,11 @@
 //! `owner_of(uid)`, so all of a user's sessions, unacked pushes and timers live on one shard.
 //! Shards talk only through bounded lock-free mailboxes ([`mailbox`]).
 //!
-//! Layers, bottom up: [`transport`] (bytes ↔ packets per transport), [`conn`] (the read and
-//! write tasks of a connection), [`session`] (what the server owes one client),
-//! [`delivery`] (what each command does), [`groups`] and [`fanout`] (group messages on the
-//! sender's and on the members' shards), [`shard`] (users, routing, lifecycle).
+//! The logic of a shard is [`engine`], a synchronous state machine that does no I/O and
+//! reads no clock (events in, actions out); [`shard`] is its monoio driver. Around them:
+//! [`transport`] (bytes ↔ packets per transport), [`conn`] (the read and write tasks of a
+//! connection), [`listener`] (accept and pre-auth), [`mailbox`] (the shard mesh),
+//! [`groups`] (the membership cache), [`control`] (requests from the HTTP API).
 
 pub mod auth;
 #[cfg(feature = "bench-api")]
@@ -19,19 +20,14 @@ pub mod callback;
 pub mod config;
 mod conn;
 pub mod control;
-mod dedupe;
-mod delivery;
+pub mod engine;
 mod envelope;
-mod fanout;
-mod group_send;
 mod groups;
 mod handoff;
 pub mod limiter;
 mod listener;
 pub mod mailbox;
-mod offline;
 pub mod routing;
-mod session;
 mod shard;
 pub mod stats;
 pub mod tls;

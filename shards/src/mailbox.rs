@@ -13,14 +13,12 @@ use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::task::{Poll, Waker};
-use std::time::Duration;
 
 use atomic_waker::AtomicWaker;
 use crossbeam_queue::ArrayQueue;
 
 use crate::control::Request;
-use crate::delivery::Delivery;
-use crate::fanout::Batch;
+use crate::engine::{Batch, Delivery};
 use crate::handoff::Handoff;
 
 /// What shards send each other.
@@ -229,7 +227,10 @@ impl Mesh {
     }
 
     pub(crate) fn route_done(&self) {
-        self.pending_routes.fetch_sub(1, Ordering::SeqCst);
+        let left = self.pending_routes.fetch_sub(1, Ordering::SeqCst) - 1;
+        if left == 0 && self.shutdown_requested() {
+            self.wake_all();
+        }
     }
 
     pub(crate) fn routes_pending(&self) -> usize {
@@ -240,28 +241,62 @@ impl Mesh {
         !self.has_mail(me)
     }
 
-    /// Marks `me` as done closing sessions; returns once every shard is.
-    pub(crate) async fn closed_barrier(&self) {
-        self.closed_shards.fetch_add(1, Ordering::SeqCst);
-        while self.closed_shards.load(Ordering::SeqCst) < self.shards() {
-            monoio::time::sleep(Duration::from_millis(1)).await;
+    /// Wakes `me`'s mailbox task.
+    pub(crate) fn wake(&self, me: usize) {
+        self.inboxes[me].waker.wake();
+    }
+
+    fn wake_all(&self) {
+        for i in &self.inboxes {
+            i.waker.wake();
         }
+    }
+
+    /// Resolves when `me` has mail or `cond` holds; woken by mail and by [`Mesh::wake`]
+    /// (whoever changes what `cond` reads must wake `me`).
+    pub(crate) async fn wait(&self, me: usize, cond: impl Fn() -> bool) {
+        poll_fn(|cx| {
+            self.inboxes[me].waker.register(cx.waker());
+            if self.has_mail(me) || cond() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// Marks `me` as done closing sessions; returns once every shard is (woken by the
+    /// last one to get there).
+    pub(crate) async fn closed_barrier(&self, me: usize) {
+        let n = self.shards();
+        if self.closed_shards.fetch_add(1, Ordering::SeqCst) + 1 == n {
+            self.wake_all();
+        }
+        poll_fn(|cx| {
+            self.inboxes[me].waker.register(cx.waker());
+            if self.closed_shards.load(Ordering::SeqCst) >= n {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
-    use std::time::Instant;
 
     use bytes::Bytes;
 
     use super::*;
-    use crate::fanout::{Batch, Uids};
+    use crate::engine::{Batch, Time, Uids};
 
     fn mail(n: u32) -> Mail {
         Mail::Fanout(Batch {
-            accepted: Instant::now(),
+            accepted: Time::default(),
             frame: Bytes::new(),
             uids: Uids::Shared(Arc::from(vec![n])),
             seqs: None,

@@ -1,43 +1,47 @@
-//! One shard: a monoio runtime on its own (pinned) thread that owns a slice of the users.
+//! One shard's driver: a monoio runtime on its own (pinned) thread that feeds the shard's
+//! [`Engine`] events and carries out its actions, never blocking the thread.
 //!
-//! The shard holds the sessions of the users it owns (`owner_of(uid) == id`), the dedupe
-//! window of their publishes, its listeners, and its mailbox task. Nothing here is shared
-//! with other threads except through the [`Mesh`] mailboxes and the [`StoreHandle`].
+//! Tasks on a shard: the listeners (pre-auth, [`crate::listener`]), one reader and one
+//! writer per connection ([`crate::conn`]), the mailbox loop (mail from other shards and
+//! the control plane), the fan-out worker (one step of a large group batch at a time,
+//! yielding to the runtime between steps), the timer (heartbeats, redelivery) and one
+//! short task per storage or group-store operation awaiting its reply. Every one of them
+//! reaches the engine through [`Shard::dispatch`]; waits are wake-ups, not polls: a full
+//! mailbox parks its mail in a local outbox drained by a task woken when there is room,
+//! and readers stop reading while their publishes are committed or the outbox is full.
 //!
 //! Lifecycle: bind listeners → serve → on shutdown: stop accepting, close every session
 //! (unacked pushes go to storage), wait for all shards to get there, then deliver (that is,
 //! store) whatever is still in the mailboxes, flush storage, exit.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
-use std::os::fd::AsRawFd;
+use std::collections::{HashMap, VecDeque};
+use std::future::poll_fn;
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use im_protocol::packet::connack;
-use im_protocol::ServerPacket;
+use futures_channel::oneshot;
 use im_storage::{now_ms, GroupStore, OfflineMessage, StoreHandle};
+use local_sync::mpsc::unbounded::Tx;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, Splitable};
 use monoio::net::TcpStream;
 
 use crate::auth::TokenAuth;
 use crate::callback::AuthCallback;
-use crate::config::{CoreConfig, DuplicateLogin};
-use crate::conn::{self, refuse_and_close_split};
-use crate::dedupe::Dedupe;
-use crate::delivery::Delivery;
-use crate::fanout::{self, Fanout};
+use crate::config::CoreConfig;
+use crate::conn;
+use crate::control::{ControlError, Request};
+use crate::engine::{Action, ConnId, Engine, Event, Failed, Out, Time, Token};
 use crate::groups::GroupCache;
 use crate::handoff::{Arrival, Handoff};
 use crate::limiter::AuthLimiter;
 use crate::listener;
 use crate::mailbox::{Mail, Mesh};
-use crate::offline;
-use crate::routing::owner_of;
-use crate::session::{CloseReason, Session, Tracked};
-use crate::stats::{Msg, ShardStats};
+use crate::stats::ShardStats;
 use crate::tls_session;
 use crate::transport::TransportKind;
 
@@ -58,6 +62,44 @@ pub struct Shared {
     pub stats: Vec<Arc<ShardStats>>,
 }
 
+/// The engine's clock: microseconds since the first call in this process (one origin for
+/// every shard, so times carried in mail compare).
+pub(crate) fn now() -> Time {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    Time(ORIGIN.get_or_init(Instant::now).elapsed().as_micros() as u64)
+}
+
+/// A connection the engine knows by its id.
+struct Conn {
+    tx: Tx<Out>,
+    /// The reader, parked until the engine lets it read again.
+    reader: Option<Waker>,
+}
+
+/// Mail that found its destination's queue full, in order, per destination.
+#[derive(Default)]
+struct Outbox {
+    queues: Vec<VecDeque<Mail>>,
+    /// A task is sending `queues[i]`.
+    flushing: Vec<bool>,
+    len: usize,
+    /// Readers waiting for the outbox to empty.
+    waiting: Vec<Waker>,
+}
+
+/// Tasks parked on the engine's counters.
+#[derive(Default)]
+struct Wakers {
+    /// The fan-out worker, waiting for work.
+    fanout: Option<Waker>,
+    /// The fan-out worker, waiting for the writes of its last step.
+    writes: Option<Waker>,
+    /// The mailbox loop, waiting for the fan-out backlog to come down.
+    backlog: Option<Waker>,
+    /// Shutdown, waiting for the writers to finish.
+    conns: Option<Waker>,
+}
+
 pub(crate) struct Shard {
     pub id: usize,
     pub cfg: Arc<CoreConfig>,
@@ -67,17 +109,25 @@ pub(crate) struct Shard {
     pub limiter: Arc<AuthLimiter>,
     pub callback: Option<Arc<dyn AuthCallback>>,
     pub tls: Option<Arc<rustls::ServerConfig>>,
-    pub dedupe: RefCell<Dedupe>,
-    pub groups: GroupCache,
-    pub fanout: Fanout,
     pub stats: Arc<ShardStats>,
-    users: RefCell<HashMap<u32, Vec<Rc<Session>>>>,
-    next_session: Cell<u64>,
+    groups: Rc<GroupCache>,
+    engine: RefCell<Engine>,
+    /// Reused action buffer.
+    actions: RefCell<Vec<Action>>,
+    conns: RefCell<HashMap<ConnId, Conn>>,
+    next_conn: Cell<ConnId>,
+    replies: RefCell<HashMap<Token, oneshot::Sender<Result<(), ControlError>>>>,
+    next_reply: Cell<Token>,
+    outbox: RefCell<Outbox>,
+    wakers: RefCell<Wakers>,
+    /// Counted in the mesh's pending routes (holds accepted messages not yet handed on).
+    busy: Cell<bool>,
     stopping: Cell<bool>,
 }
 
 impl Shard {
     fn new(id: usize, shared: &Shared) -> Rc<Self> {
+        let shards = shared.mesh.shards();
         Rc::new(Self {
             id,
             cfg: shared.cfg.clone(),
@@ -87,100 +137,244 @@ impl Shard {
             limiter: shared.limiter.clone(),
             callback: shared.callback.clone(),
             tls: shared.tls.clone(),
-            dedupe: RefCell::new(Dedupe::new(Duration::from_millis(
-                shared.cfg.delivery.dedupe_window_ms,
-            ))),
-            groups: GroupCache::new(
+            stats: shared.stats[id].clone(),
+            groups: Rc::new(GroupCache::new(
                 shared.groups.clone(),
                 Duration::from_millis(shared.cfg.groups.cache_ttl_ms),
                 shared.cfg.groups.cache_max_groups,
-                shared.mesh.shards(),
-            ),
-            fanout: Fanout::default(),
-            stats: shared.stats[id].clone(),
-            users: RefCell::new(HashMap::new()),
-            next_session: Cell::new(0),
+                shards,
+            )),
+            engine: RefCell::new(Engine::new(
+                id,
+                shards,
+                shared.cfg.clone(),
+                shared.stats[id].clone(),
+            )),
+            actions: RefCell::new(Vec::new()),
+            conns: RefCell::new(HashMap::new()),
+            next_conn: Cell::new(0),
+            replies: RefCell::new(HashMap::new()),
+            next_reply: Cell::new(0),
+            outbox: RefCell::new(Outbox {
+                queues: (0..shards).map(|_| VecDeque::new()).collect(),
+                flushing: vec![false; shards],
+                ..Outbox::default()
+            }),
+            wakers: RefCell::new(Wakers::default()),
+            busy: Cell::new(false),
             stopping: Cell::new(false),
         })
     }
 
-    /// Expiry of a message stored now.
-    pub fn expiry_ms(&self) -> u64 {
-        now_ms().saturating_add(self.cfg.delivery.retention_days * 24 * 3600 * 1000)
-    }
-
-    /// Stores a message for later delivery (without waiting for the disk).
-    pub fn persist(&self, uid: u32, frame: Bytes) {
-        self.stats.message(Msg::StoredOffline, 1);
-        self.store.append_detached(vec![OfflineMessage {
-            uid,
-            frame,
-            expires_at_ms: self.expiry_ms(),
-        }]);
-    }
-
-    /// Sends a message to its owner shard (here or through a mailbox).
-    pub async fn route(self: &Rc<Self>, d: Delivery) {
-        let owner = owner_of(d.to, self.mesh.shards());
-        if owner == self.id {
-            self.deliver(d);
-        } else {
-            self.mesh.send(self.id, owner, Mail::Deliver(d)).await;
+    /// Hands the engine one event and carries out what it asks for.
+    pub fn dispatch(self: &Rc<Self>, ev: Event<'_>) {
+        let mut actions = self.actions.take();
+        self.engine.borrow_mut().handle(now(), ev, &mut actions);
+        for a in actions.drain(..) {
+            self.execute(a);
         }
+        self.actions.replace(actions);
+        self.after_dispatch();
     }
 
-    /// Delivers a message for a user this shard owns: to every session, or to storage.
-    pub fn deliver(&self, d: Delivery) {
-        let sessions = self.users.borrow().get(&d.to).cloned().unwrap_or_default();
-        if sessions.is_empty() {
-            if d.seq.is_none() {
-                self.persist(d.to, d.frame);
+    /// Wakes the tasks parked on the engine's counters that moved.
+    fn after_dispatch(&self) {
+        let (backlog, writes, commits) = {
+            let e = self.engine.borrow();
+            (e.fanout_backlog(), e.queued_writes(), e.commits_pending())
+        };
+        let mut w = self.wakers.borrow_mut();
+        if backlog > 0 {
+            if let Some(k) = w.fanout.take() {
+                k.wake();
             }
-            return;
         }
-        let track = Tracked::new(
-            d.to,
-            d.frame,
-            d.seq,
-            sessions.len() as u32,
-            Some(d.accepted),
-        );
-        for s in sessions {
-            s.push(track.clone());
+        if backlog <= self.cfg.groups.fanout_backlog {
+            if let Some(k) = w.backlog.take() {
+                k.wake();
+            }
         }
-    }
-
-    /// Pushes a message to a local user's sessions other than `except` (a sender's other
-    /// devices). Nothing is stored when there are none: the sender has the message.
-    pub fn deliver_except(&self, uid: u32, frame: Bytes, except: u64, accepted: Instant) {
-        let others: Vec<Rc<Session>> = self
-            .users
-            .borrow()
-            .get(&uid)
-            .map(|l| l.iter().filter(|s| s.id != except).cloned().collect())
-            .unwrap_or_default();
-        if others.is_empty() {
-            return;
+        if writes <= self.cfg.groups.fanout_chunk {
+            if let Some(k) = w.writes.take() {
+                k.wake();
+            }
         }
-        let track = Tracked::new(uid, frame, None, others.len() as u32, Some(accepted));
-        for s in others {
-            s.push(track.clone());
+        drop(w);
+        self.set_busy(commits > 0 || self.outbox.borrow().len > 0);
+        if self.stopping.get() {
+            self.mesh.wake(self.id);
         }
     }
 
-    /// Appends `uid`'s sessions to `out` (a reused buffer: no allocation per member).
-    pub fn sessions_of(&self, uid: u32, out: &mut Vec<Rc<Session>>) {
-        if let Some(l) = self.users.borrow().get(&uid) {
-            out.extend(l.iter().cloned());
+    fn set_busy(&self, busy: bool) {
+        if self.busy.replace(busy) != busy {
+            if busy {
+                self.mesh.route_started();
+            } else {
+                self.mesh.route_done();
+            }
         }
     }
 
-    pub fn unregister(&self, uid: u32, session: u64) {
-        let mut users = self.users.borrow_mut();
-        if let Some(list) = users.get_mut(&uid) {
-            list.retain(|s| s.id != session);
-            if list.is_empty() {
-                users.remove(&uid);
+    fn execute(self: &Rc<Self>, a: Action) {
+        match a {
+            Action::Write { conn, out } => {
+                if let Some(c) = self.conns.borrow().get(&conn) {
+                    let _ = c.tx.send(out);
+                }
+            }
+            Action::Deliver { shard, d } => self.mail(shard, Mail::Deliver(d)),
+            Action::Fanout { shard, b } => self.mail(shard, Mail::Fanout(b)),
+            Action::Append { token, msgs } => {
+                // Enqueued now (not when first polled), so storage sees our order.
+                let done = self.store.append(self.offline(msgs));
+                let me = self.clone();
+                monoio::spawn(async move {
+                    let result = done.await.map_err(|e| {
+                        tracing::error!(error = %e, "storage write failed");
+                        Failed
+                    });
+                    me.dispatch(Event::Appended { token, result });
+                });
+            }
+            Action::Store { msgs } => self.store.append_detached(self.offline(msgs)),
+            Action::Remove { uid, seqs } => self.store.remove(uid, seqs),
+            Action::Fetch {
+                token,
+                uid,
+                after,
+                limit,
+            } => {
+                let done = self.store.fetch(uid, after, limit);
+                let me = self.clone();
+                monoio::spawn(async move {
+                    let result = done.await.map_err(|e| {
+                        tracing::error!(uid, error = %e, "offline fetch failed");
+                        Failed
+                    });
+                    me.dispatch(Event::Fetched { token, result });
+                });
+            }
+            Action::Resolve { token, gid } => {
+                let me = self.clone();
+                let groups = self.groups.clone();
+                monoio::spawn(async move {
+                    let result = groups.members(gid).await.map_err(|e| {
+                        tracing::warn!(gid, error = %e, "group lookup failed");
+                        Failed
+                    });
+                    me.dispatch(Event::Resolved { token, result });
+                });
+            }
+            Action::Replied { reply, result } => {
+                if let Some(tx) = self.replies.borrow_mut().remove(&reply) {
+                    let _ = tx.send(result);
+                }
+            }
+            Action::Resume { conn } => {
+                let w = self
+                    .conns
+                    .borrow_mut()
+                    .get_mut(&conn)
+                    .and_then(|c| c.reader.take());
+                if let Some(w) = w {
+                    w.wake();
+                }
+            }
+        }
+    }
+
+    /// Stored copies with their expiry.
+    fn offline(&self, msgs: Vec<(u32, Bytes)>) -> Vec<OfflineMessage> {
+        let expires_at_ms =
+            now_ms().saturating_add(self.cfg.delivery.retention_days * 24 * 3600 * 1000);
+        msgs.into_iter()
+            .map(|(uid, frame)| OfflineMessage {
+                uid,
+                frame,
+                expires_at_ms,
+            })
+            .collect()
+    }
+
+    /// Mails another shard. A full queue parks the mail (in order) in the outbox, sent by
+    /// a task that waits for room; readers stop reading until the outbox is empty.
+    fn mail(self: &Rc<Self>, to: usize, m: Mail) {
+        let mut ob = self.outbox.borrow_mut();
+        let m = if ob.flushing[to] {
+            m
+        } else {
+            match self.mesh.try_send(self.id, to, m) {
+                Ok(()) => return,
+                Err(back) => back,
+            }
+        };
+        ob.queues[to].push_back(m);
+        ob.len += 1;
+        if !ob.flushing[to] {
+            ob.flushing[to] = true;
+            monoio::spawn(self.clone().flush_outbox(to));
+        }
+    }
+
+    async fn flush_outbox(self: Rc<Self>, to: usize) {
+        loop {
+            let next = {
+                let mut ob = self.outbox.borrow_mut();
+                let m = ob.queues[to].pop_front();
+                if m.is_none() {
+                    ob.flushing[to] = false;
+                }
+                m
+            };
+            let Some(m) = next else { break };
+            self.mesh.send(self.id, to, m).await;
+            let waiting = {
+                let mut ob = self.outbox.borrow_mut();
+                ob.len -= 1;
+                if ob.len == 0 {
+                    std::mem::take(&mut ob.waiting)
+                } else {
+                    Vec::new()
+                }
+            };
+            waiting.into_iter().for_each(Waker::wake);
+        }
+        self.after_dispatch();
+    }
+
+    /// The connection has a live session that reads input.
+    pub fn is_open(&self, conn: ConnId) -> bool {
+        self.engine.borrow().is_open(conn)
+    }
+
+    /// Resolves when the connection may read more input: its publishes are committed and
+    /// no mail waits for room.
+    pub async fn readable(&self, conn: ConnId) {
+        poll_fn(|cx| {
+            if !self.engine.borrow().may_read(conn) {
+                if let Some(c) = self.conns.borrow_mut().get_mut(&conn) {
+                    c.reader = Some(cx.waker().clone());
+                }
+                return Poll::Pending;
+            }
+            let mut ob = self.outbox.borrow_mut();
+            if ob.len > 0 {
+                ob.waiting.push(cx.waker().clone());
+                return Poll::Pending;
+            }
+            Poll::Ready(())
+        })
+        .await
+    }
+
+    /// The writer of `conn` is done: the connection leaves the shard.
+    pub fn conn_done(&self, conn: ConnId) {
+        let mut conns = self.conns.borrow_mut();
+        conns.remove(&conn);
+        if conns.is_empty() {
+            if let Some(w) = self.wakers.borrow_mut().conns.take() {
+                w.wake();
             }
         }
     }
@@ -216,84 +410,58 @@ impl Shard {
         }
     }
 
-    fn adopt<R, W>(self: &Rc<Self>, rd: R, wr: W, fd: std::os::fd::RawFd, h: Arrival)
+    fn adopt<R, W>(self: &Rc<Self>, rd: R, wr: W, fd: RawFd, h: Arrival)
     where
         R: AsyncReadRent + 'static,
         W: AsyncWriteRent + 'static,
     {
-        let linger = Duration::from_millis(self.cfg.session.close_linger_ms);
-        let kind = h.framing.kind;
-        if self.stopping.get() {
-            monoio::spawn(refuse_and_close_split(
-                rd,
-                wr,
-                fd,
-                kind,
-                Some(ServerPacket::ConnectAck {
-                    code: connack::UNAVAILABLE,
-                }),
-                linger,
-            ));
-            return;
-        }
-        let existing = self.users.borrow().get(&h.uid).cloned().unwrap_or_default();
-        match self.cfg.session.duplicate_login {
-            DuplicateLogin::Reject if !existing.is_empty() => {
-                let nack = ServerPacket::ConnectAck {
-                    code: connack::DUPLICATE,
-                };
-                monoio::spawn(refuse_and_close_split(rd, wr, fd, kind, Some(nack), linger));
-                return;
-            }
-            DuplicateLogin::KickOld => existing.iter().for_each(|s| s.close(CloseReason::Kicked)),
-            DuplicateLogin::Multi => {
-                let excess = (existing.len() + 1).saturating_sub(self.cfg.session.max_devices);
-                existing
-                    .iter()
-                    .take(excess)
-                    .for_each(|s| s.close(CloseReason::Kicked));
-            }
-            DuplicateLogin::Reject => {}
-        }
-        let id = self.next_session.get();
-        self.next_session.set(id + 1);
+        let conn = self.next_conn.get();
+        self.next_conn.set(conn + 1);
         let (tx, rx) = local_sync::mpsc::unbounded::channel();
-        let session = Session::new(
-            id,
-            h.uid,
-            h.role,
-            h.flags & im_protocol::packet::FLAG_EXTENSIONS != 0,
-            kind,
-            fd,
-            self.clone(),
-            tx,
-        );
-        self.users
+        self.conns
             .borrow_mut()
-            .entry(h.uid)
-            .or_default()
-            .push(session.clone());
-        self.stats.session_opened(kind);
-        session.send_packet(&ServerPacket::ConnectAck {
-            code: connack::ACCEPTED,
+            .insert(conn, Conn { tx, reader: None });
+        let kind: TransportKind = h.framing.kind;
+        self.dispatch(Event::Open {
+            conn,
+            uid: h.uid,
+            role: h.role,
+            ext: h.flags & im_protocol::packet::FLAG_EXTENSIONS != 0,
+            kind,
         });
-        tracing::debug!(
-            uid = h.uid,
-            session = id,
-            transport = kind.name(),
-            "session open"
-        );
-        monoio::spawn(conn::write_loop(session.clone(), wr, rx));
-        monoio::spawn(offline::drain(session.clone()));
-        monoio::spawn(conn::read_loop(session, rd, h.leftover, h.framing));
+        monoio::spawn(conn::write_loop(self.clone(), conn, kind, fd, wr, rx));
+        monoio::spawn(conn::read_loop(
+            self.clone(),
+            conn,
+            rd,
+            h.leftover,
+            h.framing,
+        ));
     }
 
     fn handle_mail(self: &Rc<Self>, mail: Mail) {
         match mail {
-            Mail::Deliver(d) => self.deliver(d),
+            Mail::Deliver(d) => self.dispatch(Event::Deliver(d)),
+            Mail::Fanout(b) => self.dispatch(Event::Fanout(b)),
             Mail::Handoff(h) => self.attach(h),
-            Mail::Fanout(b) => self.fanout(b),
             Mail::Control(r) => self.handle_control(r),
+        }
+    }
+
+    fn handle_control(self: &Rc<Self>, req: Request) {
+        match req {
+            Request::Ping { reply } => {
+                let _ = reply.send(());
+            }
+            Request::Online { uid, reply } => {
+                let _ = reply.send(self.engine.borrow().sessions_info(uid));
+            }
+            Request::Send { msg, reply } => {
+                let token = self.next_reply.get() + 1;
+                self.next_reply.set(token);
+                self.replies.borrow_mut().insert(token, reply);
+                self.dispatch(Event::Send { msg, reply: token });
+            }
         }
     }
 
@@ -302,22 +470,89 @@ impl Shard {
         while !self.mesh.shutdown_requested() {
             self.mesh.ready(self.id).await;
             // Too much fan-out queued: leave the mail where it is (senders wait on full
-            // mailboxes) until the fan-out worker catches up.
-            // The worker keeps serving during shutdown too, so this always ends.
-            self.fanout
-                .backlog_at_most(self.cfg.groups.fanout_backlog)
-                .await;
-            let me = self.clone();
-            self.mesh.drain(self.id, |m| me.handle_mail(m));
+            // mailboxes) until the fan-out worker catches up. The worker keeps serving
+            // during shutdown too, so this always ends.
+            let limit = self.cfg.groups.fanout_backlog;
+            poll_fn(|cx| {
+                if self.engine.borrow().fanout_backlog() <= limit {
+                    Poll::Ready(())
+                } else {
+                    self.wakers.borrow_mut().backlog = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            })
+            .await;
+            self.mesh.drain(self.id, |m| self.handle_mail(m));
         }
     }
 
-    fn close_all_sessions(&self) {
-        let all: Vec<Rc<Session>> = self.users.borrow().values().flatten().cloned().collect();
-        for s in all {
-            s.close(CloseReason::Shutdown);
+    /// Serves the engine's fan-out queue step by step until the runtime ends. Between
+    /// steps it lets the writes of the last step reach the kernel first: otherwise one
+    /// io_uring submission (or epoll round) would carry thousands of writes, and every
+    /// other session's packet on the shard would queue behind them.
+    async fn fanout_worker(self: Rc<Self>) {
+        let low_water = self.cfg.groups.fanout_chunk;
+        loop {
+            poll_fn(|cx| {
+                if self.engine.borrow().fanout_backlog() > 0 {
+                    Poll::Ready(())
+                } else {
+                    self.wakers.borrow_mut().fanout = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            })
+            .await;
+            self.dispatch(Event::FanoutStep);
+            yield_now().await;
+            let drained = poll_fn(|cx| {
+                if self.engine.borrow().queued_writes() <= low_water {
+                    Poll::Ready(())
+                } else {
+                    self.wakers.borrow_mut().writes = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            });
+            // A few clients that stopped reading must not stall fan-out for everyone.
+            let _ = monoio::time::timeout(WRITE_WAIT, drained).await;
         }
     }
+
+    /// Fires the engine's timers (heartbeat, redelivery) every tick.
+    async fn timer(self: Rc<Self>) {
+        let period = tick_period(&self.cfg);
+        loop {
+            monoio::time::sleep(period).await;
+            self.dispatch(Event::Tick);
+        }
+    }
+}
+
+/// Longest the fan-out worker waits for the writes of its last step before going on.
+const WRITE_WAIT: Duration = Duration::from_millis(20);
+
+/// How often the timers are checked: a fraction of the shortest timer.
+fn tick_period(c: &CoreConfig) -> Duration {
+    let shortest = c
+        .session
+        .heartbeat_interval_ms
+        .min(c.session.heartbeat_timeout_ms)
+        .min(c.delivery.redelivery_interval_ms);
+    Duration::from_millis((shortest / 4).clamp(10, 500))
+}
+
+/// Yields once to the runtime (other tasks and I/O completions run first).
+async fn yield_now() {
+    let mut yielded = false;
+    poll_fn(|cx| {
+        if yielded {
+            Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    })
+    .await
 }
 
 /// The body of a shard thread's runtime.
@@ -353,7 +588,8 @@ pub(crate) async fn run(
         }
     }
     let _ = ready.send(Ok(()));
-    monoio::spawn(fanout::worker(shard.clone()));
+    monoio::spawn(shard.clone().fanout_worker());
+    monoio::spawn(shard.clone().timer());
     shard.clone().mailbox_loop().await;
 
     // Shutdown, phase 1: stop accepting, close sessions (their pushes go to storage).
@@ -362,22 +598,31 @@ pub(crate) async fn run(
     for s in stops {
         let _ = s.send(());
     }
-    shard.close_all_sessions();
-    shard.mesh.closed_barrier().await;
+    shard.dispatch(Event::Shutdown);
+    shard.mesh.closed_barrier(id).await;
     // Phase 2: no session exists anywhere, so no new routes start; deliver (store) what is
-    // still on its way until no task anywhere holds an accepted message.
+    // still on its way until no shard holds an accepted message. Woken by mail, by the
+    // local fan-out worker and by the last shard to finish its routes.
     loop {
-        let me = shard.clone();
-        shard.mesh.drain(id, |m| me.handle_mail(m));
-        if shard.mesh.routes_pending() == 0 && shard.mesh.inbox_empty(id) && shard.fanout.is_idle()
-        {
+        shard.mesh.drain(id, |m| shard.handle_mail(m));
+        let idle =
+            || shard.mesh.routes_pending() == 0 && shard.engine.borrow().fanout_backlog() == 0;
+        if idle() && shard.mesh.inbox_empty(id) {
             break;
         }
-        monoio::time::sleep(Duration::from_millis(1)).await;
+        shard.mesh.wait(id, idle).await;
     }
     if let Err(e) = shard.store.flush().await {
         tracing::error!(shard = id, error = %e, "final storage flush failed");
     }
-    // Give writers a moment to send DISCONNECT before the runtime (and its sockets) ends.
-    monoio::time::sleep(Duration::from_millis(50)).await;
+    // Let the writers send their last packets (DISCONNECT) before the runtime ends.
+    let writers_done = poll_fn(|cx| {
+        if shard.conns.borrow().is_empty() {
+            Poll::Ready(())
+        } else {
+            shard.wakers.borrow_mut().conns = Some(cx.waker().clone());
+            Poll::Pending
+        }
+    });
+    let _ = monoio::time::timeout(Duration::from_secs(1), writers_done).await;
 }

@@ -1,0 +1,948 @@
+//! The simulated world: shard engines, the network between them (mail with latency,
+//! FIFO per pair), a store (one FIFO queue of operations, as the storage thread), group
+//! membership, clients, a virtual clock and faults, all driven by one seeded generator.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use im_protocol::packet::{cmd, push_msg_id};
+use im_protocol::{ClientPacket, MsgId, ServerPacket, Targets};
+use im_shards::config::{DuplicateLogin, Persist};
+use im_shards::control::{SystemMessage, Target};
+use im_shards::engine::{
+    Action, Batch, CloseReason, ConnId, Delivery, Engine, Event, Failed, Members, Out, Time, Token,
+};
+use im_shards::stats::ShardStats;
+use im_shards::{owner_of, CoreConfig};
+use im_storage::StoredMessage;
+
+use crate::ledger::{self, Ledger};
+use crate::rng::Rng;
+
+/// Work in flight outside the engines, due at a time.
+enum Job {
+    Mail {
+        to: usize,
+        mail: Mail,
+    },
+    Store(StoreOp),
+    Resolve {
+        shard: usize,
+        token: Token,
+        gid: u32,
+        fail: bool,
+    },
+}
+
+enum Mail {
+    Deliver(Delivery),
+    Fanout(Batch),
+}
+
+enum StoreOp {
+    Append {
+        shard: usize,
+        token: Option<Token>,
+        msgs: Vec<(u32, Bytes)>,
+        fail: bool,
+    },
+    Remove {
+        uid: u32,
+        seqs: Vec<u64>,
+    },
+    Fetch {
+        shard: usize,
+        token: Token,
+        uid: u32,
+        after: u64,
+        limit: usize,
+        fail: bool,
+    },
+}
+
+/// One client connection.
+struct Conn {
+    uid: u32,
+    /// Items the server queued and the client has not read yet, with their emit number.
+    wire: VecDeque<(u64, Out)>,
+    /// The server asked to close it (`Out::Close` queued).
+    closing: bool,
+    /// Read by the client (the session is gone once `Close` is read).
+    gone: bool,
+    /// Reads nothing while set (a slow reader).
+    slow: bool,
+    /// Pushes received and not yet acked: (ack command, id).
+    to_ack: Vec<(u8, MsgId)>,
+    /// Receipts per message on this session.
+    receipts: HashMap<MsgId, u32>,
+    /// Per (sender, sending connection, 1:1 or group): the highest counter first received.
+    order: HashMap<(u32, u64, bool), u64>,
+    acked_here: HashMap<MsgId, u64>,
+}
+
+/// What one run is set up with.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    pub shards: usize,
+    pub users: u32,
+    pub persist: Persist,
+    pub policy: DuplicateLogin,
+    pub store_fail: f64,
+    pub crash: f64,
+}
+
+pub struct World {
+    pub rng: Rng,
+    pub setup: Setup,
+    cfg: Arc<CoreConfig>,
+    now: Time,
+    engines: Vec<Engine>,
+    jobs: BTreeMap<(Time, u64), Job>,
+    job_seq: u64,
+    /// Latest due time per (from, to) mail pair and for the store queue (FIFO).
+    mail_last: Vec<Vec<Time>>,
+    store_last: Time,
+    /// The durable store: uid → seq → frame.
+    store: HashMap<u32, BTreeMap<u64, Bytes>>,
+    next_seq: u64,
+    groups: HashMap<u32, Vec<u32>>,
+    conns: HashMap<(usize, ConnId), Conn>,
+    next_conn: ConnId,
+    counters: HashMap<u32, u64>,
+    /// Sent by a client and not acknowledged yet: the packet and when it was first sent.
+    unacked: HashMap<MsgId, (Vec<u8>, Time)>,
+    emit: u64,
+    pub ledger: Ledger,
+    pub steps: u64,
+    replies: u64,
+}
+
+impl World {
+    pub fn new(seed: u64) -> World {
+        let mut rng = Rng::new(seed);
+        let setup = Setup {
+            shards: rng.range(1, 3) as usize,
+            users: rng.range(3, 8) as u32,
+            persist: if rng.chance(0.5) {
+                Persist::BeforeAck
+            } else {
+                Persist::OnFailure
+            },
+            policy: *rng.pick(&[
+                DuplicateLogin::KickOld,
+                DuplicateLogin::Reject,
+                DuplicateLogin::Multi,
+            ]),
+            store_fail: *rng.pick(&[0.0, 0.02, 0.1]),
+            crash: *rng.pick(&[0.0, 0.0005, 0.002]),
+        };
+        let mut cfg = CoreConfig::default();
+        cfg.runtime.shards = setup.shards;
+        cfg.delivery.persist = setup.persist;
+        cfg.session.duplicate_login = setup.policy;
+        cfg.session.max_devices = 2;
+        cfg.session.max_inflight = rng.range(4, 16) as usize;
+        cfg.session.send_queue = rng.range(8, 32) as usize;
+        cfg.delivery.offline_page = rng.range(2, 8) as usize;
+        cfg.delivery.redelivery_interval_ms = 2_000;
+        cfg.delivery.redelivery_max = 3;
+        cfg.session.heartbeat_interval_ms = 30_000;
+        cfg.session.heartbeat_timeout_ms = 10_000;
+        cfg.groups.fanout_chunk = rng.range(1, 4) as usize;
+        let cfg = Arc::new(cfg);
+        let mut groups = HashMap::new();
+        for gid in 1..=2u32 {
+            let members: Vec<u32> = (1..=setup.users).filter(|_| rng.chance(0.7)).collect();
+            groups.insert(gid, members);
+        }
+        let engines = (0..setup.shards)
+            .map(|i| {
+                Engine::new(
+                    i,
+                    setup.shards,
+                    cfg.clone(),
+                    Arc::new(ShardStats::default()),
+                )
+            })
+            .collect();
+        World {
+            mail_last: vec![vec![Time(0); setup.shards]; setup.shards],
+            rng,
+            cfg,
+            now: Time(1_000_000),
+            engines,
+            jobs: BTreeMap::new(),
+            job_seq: 0,
+            store_last: Time(0),
+            store: HashMap::new(),
+            next_seq: 1,
+            groups,
+            conns: HashMap::new(),
+            next_conn: 1,
+            counters: HashMap::new(),
+            unacked: HashMap::new(),
+            emit: 0,
+            ledger: Ledger::default(),
+            steps: 0,
+            replies: 0,
+            setup,
+        }
+    }
+
+    // ---- the engines and what they ask for -------------------------------------------
+
+    fn feed(&mut self, shard: usize, ev: Event<'_>) -> Result<(), String> {
+        let mut actions = Vec::new();
+        self.engines[shard].handle(self.now, ev, &mut actions);
+        for a in actions {
+            self.carry_out(shard, a)?;
+        }
+        self.engines[shard]
+            .check()
+            .map_err(|e| format!("shard {shard}: {e}"))
+    }
+
+    fn schedule(&mut self, at: Time, job: Job) {
+        self.job_seq += 1;
+        self.jobs.insert((at, self.job_seq), job);
+    }
+
+    fn latency(&mut self, max_ms: u64) -> Time {
+        Time(self.now.0 + self.rng.range(0, max_ms * 1000))
+    }
+
+    fn store_op(&mut self, op: StoreOp) {
+        let at = self.latency(30).max(self.store_last);
+        self.store_last = at;
+        self.schedule(at, Job::Store(op));
+    }
+
+    fn mail(&mut self, from: usize, to: usize, mail: Mail) {
+        // Now and then a long stall, as a full mailbox would cause.
+        let max = if self.rng.chance(0.05) { 500 } else { 5 };
+        let at = self.latency(max).max(self.mail_last[from][to]);
+        self.mail_last[from][to] = at;
+        self.schedule(at, Job::Mail { to, mail });
+    }
+
+    fn carry_out(&mut self, shard: usize, a: Action) -> Result<(), String> {
+        match a {
+            Action::Write { conn, out } => {
+                self.emit += 1;
+                let e = self.emit;
+                if std::env::var("SIM_TRACE").is_ok() {
+                    if let Some(id) = out.packet().and_then(push_msg_id) {
+                        eprintln!(
+                            "t={} conn {conn} <- {:?} (emit {e})",
+                            self.now.0,
+                            ledger::parse(id)
+                        );
+                    }
+                }
+                if let Some(c) = self.conns.get_mut(&(shard, conn)) {
+                    if c.closing {
+                        return Err(format!("write to conn {conn} after its close"));
+                    }
+                    c.closing = out == Out::Close;
+                    c.wire.push_back((e, out));
+                }
+            }
+            Action::Deliver { shard: to, d } => self.mail(shard, to, Mail::Deliver(d)),
+            Action::Fanout { shard: to, b } => self.mail(shard, to, Mail::Fanout(b)),
+            Action::Append { token, msgs } => {
+                if std::env::var("SIM_TRACE").is_ok() {
+                    for (u, f) in &msgs {
+                        if let Some(id) = push_msg_id(f) {
+                            eprintln!(
+                                "t={} shard {shard} appends {:?} for user {u}",
+                                self.now.0,
+                                ledger::parse(id)
+                            );
+                        }
+                    }
+                }
+                let fail = self.rng.chance(self.setup.store_fail);
+                self.store_op(StoreOp::Append {
+                    shard,
+                    token: Some(token),
+                    msgs,
+                    fail,
+                });
+            }
+            Action::Store { msgs } => {
+                if std::env::var("SIM_TRACE").is_ok() {
+                    for (u, f) in &msgs {
+                        if let Some(id) = push_msg_id(f) {
+                            eprintln!(
+                                "t={} shard {shard} stores {:?} for user {u}",
+                                self.now.0,
+                                ledger::parse(id)
+                            );
+                        }
+                    }
+                }
+                self.store_op(StoreOp::Append {
+                    shard,
+                    token: None,
+                    msgs,
+                    fail: false,
+                })
+            }
+            Action::Remove { uid, seqs } => self.store_op(StoreOp::Remove { uid, seqs }),
+            Action::Fetch {
+                token,
+                uid,
+                after,
+                limit,
+            } => {
+                let fail = self.rng.chance(self.setup.store_fail);
+                self.store_op(StoreOp::Fetch {
+                    shard,
+                    token,
+                    uid,
+                    after,
+                    limit,
+                    fail,
+                });
+            }
+            Action::Resolve { token, gid } => {
+                let at = self.latency(10);
+                let fail = self.rng.chance(self.setup.store_fail);
+                self.schedule(
+                    at,
+                    Job::Resolve {
+                        shard,
+                        token,
+                        gid,
+                        fail,
+                    },
+                );
+            }
+            Action::Replied { reply, result } => {
+                if result.is_ok() {
+                    self.ledger
+                        .server_acked(&ledger::msg_id(ledger::SYSTEM, 0, reply, 0));
+                }
+            }
+            Action::Resume { .. } => {}
+        }
+        Ok(())
+    }
+
+    fn run_job(&mut self, job: Job) -> Result<(), String> {
+        match job {
+            Job::Mail { to, mail } => match mail {
+                Mail::Deliver(d) => self.feed(to, Event::Deliver(d)),
+                Mail::Fanout(b) => self.feed(to, Event::Fanout(b)),
+            },
+            Job::Resolve {
+                shard,
+                token,
+                gid,
+                fail,
+            } => {
+                let result = if fail {
+                    Err(Failed)
+                } else {
+                    let m = self.groups.get(&gid).cloned().unwrap_or_default();
+                    Ok(Arc::new(Members::new(m, self.setup.shards)))
+                };
+                self.feed(shard, Event::Resolved { token, result })
+            }
+            Job::Store(StoreOp::Append {
+                shard,
+                token,
+                msgs,
+                fail,
+            }) => {
+                let result = if fail {
+                    Err(Failed)
+                } else {
+                    let mut seqs = Vec::with_capacity(msgs.len());
+                    for (uid, frame) in msgs {
+                        let seq = self.next_seq;
+                        self.next_seq += 1;
+                        self.store.entry(uid).or_default().insert(seq, frame);
+                        seqs.push(seq);
+                    }
+                    Ok(seqs)
+                };
+                match token {
+                    Some(token) => self.feed(shard, Event::Appended { token, result }),
+                    None => Ok(()),
+                }
+            }
+            Job::Store(StoreOp::Remove { uid, seqs }) => {
+                if let Some(m) = self.store.get_mut(&uid) {
+                    for s in seqs {
+                        m.remove(&s);
+                    }
+                }
+                Ok(())
+            }
+            Job::Store(StoreOp::Fetch {
+                shard,
+                token,
+                uid,
+                after,
+                limit,
+                fail,
+            }) => {
+                let result = if fail {
+                    Err(Failed)
+                } else {
+                    Ok(self
+                        .store
+                        .get(&uid)
+                        .map(|m| {
+                            m.range(after + 1..)
+                                .take(limit)
+                                .map(|(seq, frame)| StoredMessage {
+                                    seq: *seq,
+                                    frame: frame.clone(),
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default())
+                };
+                self.feed(shard, Event::Fetched { token, result })
+            }
+        }
+    }
+
+    /// Runs every job due by now.
+    fn run_due(&mut self) -> Result<(), String> {
+        while let Some(entry) = self.jobs.first_entry() {
+            if entry.key().0 > self.now {
+                break;
+            }
+            let job = entry.remove();
+            self.run_job(job)?;
+        }
+        Ok(())
+    }
+
+    // ---- clients ---------------------------------------------------------------------
+
+    fn live_conns(&self) -> Vec<(usize, ConnId)> {
+        let mut v: Vec<_> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| !c.gone && !c.closing)
+            .map(|(k, _)| *k)
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    fn connect(&mut self, uid: u32) -> Result<(), String> {
+        let shard = owner_of(uid, self.setup.shards);
+        let conn = self.next_conn;
+        self.next_conn += 1;
+        self.conns.insert(
+            (shard, conn),
+            Conn {
+                uid,
+                wire: VecDeque::new(),
+                closing: false,
+                gone: false,
+                slow: false,
+                to_ack: Vec::new(),
+                receipts: HashMap::new(),
+                order: HashMap::new(),
+                acked_here: HashMap::new(),
+            },
+        );
+        self.feed(
+            shard,
+            Event::Open {
+                conn,
+                uid,
+                role: 1,
+                ext: true,
+                kind: im_shards::engine::TransportKind::Tcp,
+            },
+        )
+    }
+
+    /// The client sends these packets in one read (if the server reads it now).
+    fn send(&mut self, key: (usize, ConnId), packets: &[Vec<u8>]) -> Result<(), String> {
+        let (shard, conn) = key;
+        if !self.engines[shard].is_open(conn) || !self.engines[shard].may_read(conn) {
+            return Ok(()); // not read (yet): the client's bytes wait, as on a socket
+        }
+        for p in packets {
+            self.feed(shard, Event::Packet { conn, bytes: p })?;
+        }
+        self.feed(shard, Event::ReadDone { conn, stop: None })
+    }
+
+    fn next_counter(&mut self, uid: u32) -> u64 {
+        let c = self.counters.entry(uid).or_default();
+        *c += 1;
+        *c
+    }
+
+    fn publish(&mut self, key: (usize, ConnId)) -> Result<(), String> {
+        let uid = self.conns[&key].uid;
+        let n = self.rng.range(1, 3);
+        let mut packets = Vec::new();
+        for _ in 0..n {
+            let counter = self.next_counter(uid);
+            let (id, recipients, packet) = match self.rng.below(3) {
+                0 => {
+                    let to = self.rng.range(1, self.setup.users as u64) as u32;
+                    let id = ledger::msg_id(ledger::DIRECT, uid, counter, key.1);
+                    let p = ClientPacket::Publish {
+                        to,
+                        msg_id: &id,
+                        payload: b"hi",
+                    }
+                    .to_vec();
+                    (id, vec![to], p)
+                }
+                1 => {
+                    let gid = self.rng.range(1, 3) as u32; // 3: no such group
+                    let id = ledger::msg_id(ledger::GROUP, uid, counter, key.1);
+                    let members = self.groups.get(&gid).cloned().unwrap_or_default();
+                    let r = members.into_iter().filter(|m| *m != uid).collect();
+                    let p = ClientPacket::GroupPublish {
+                        group: gid,
+                        msg_id: &id,
+                        payload: b"all",
+                    }
+                    .to_vec();
+                    (id, r, p)
+                }
+                _ => {
+                    let gid = self.rng.range(1, 2) as u32;
+                    let id = ledger::msg_id(ledger::PART, uid, counter, key.1);
+                    let mut targets: Vec<u32> = (1..=self.setup.users)
+                        .filter(|_| self.rng.chance(0.4))
+                        .collect();
+                    if targets.is_empty() {
+                        targets.push(1);
+                    }
+                    let raw: Vec<u8> = targets.iter().flat_map(|t| t.to_be_bytes()).collect();
+                    let p = ClientPacket::GroupPartPublish {
+                        group: gid,
+                        msg_id: &id,
+                        targets: Targets::from_raw(&raw).ok_or("targets")?,
+                        payload: b"some",
+                    }
+                    .to_vec();
+                    let r = targets.into_iter().filter(|m| *m != uid).collect();
+                    (id, r, p)
+                }
+            };
+            if std::env::var("SIM_TRACE").is_ok() {
+                eprintln!(
+                    "t={} user {uid} conn {} sends {:?}",
+                    self.now.0,
+                    key.1,
+                    ledger::parse(&id)
+                );
+            }
+            self.ledger.sent.insert(id, recipients);
+            self.unacked.insert(id, (packet.clone(), self.now));
+            packets.push(packet);
+        }
+        self.send(key, &packets)
+    }
+
+    /// A client sends again a publish it has no answer for (same id).
+    fn retransmit(&mut self, key: (usize, ConnId)) -> Result<(), String> {
+        let uid = self.conns[&key].uid;
+        // Within the dedupe window only: a retransmission after it is a new message.
+        let window = self.cfg.delivery.dedupe_window_ms / 2;
+        let now = self.now;
+        let mut mine: Vec<MsgId> = self
+            .unacked
+            .iter()
+            .filter(|(id, (_, at))| ledger::parse(id).1 == uid && at.plus_ms(window) > now)
+            .map(|(id, _)| *id)
+            .collect();
+        mine.sort_unstable();
+        if mine.is_empty() {
+            return Ok(());
+        }
+        let id = *self.rng.pick(&mine);
+        let p = self.unacked[&id].0.clone();
+        self.ledger.retried.insert(id);
+        self.send(key, &[p])
+    }
+
+    /// The client reads what the server wrote and reacts (acks most pushes).
+    fn read(&mut self, key: (usize, ConnId), ack_p: f64) -> Result<(), String> {
+        let Some(c) = self.conns.get_mut(&key) else {
+            return Ok(());
+        };
+        if c.gone {
+            return Ok(());
+        }
+        let items: Vec<(u64, Out)> = c.wire.drain(..).collect();
+        if items.is_empty() {
+            return Ok(());
+        }
+        let n = items.len();
+        let mut ping = false;
+        for (e, out) in items {
+            let bytes = match &out {
+                Out::Close => {
+                    self.conns.get_mut(&key).ok_or("conn")?.gone = true;
+                    continue;
+                }
+                Out::Raw(_) => continue,
+                o => o.packet().ok_or("packet")?.to_vec(),
+            };
+            let p =
+                ServerPacket::decode(&bytes).map_err(|e| format!("server sent garbage: {e}"))?;
+            match p {
+                ServerPacket::PubAck { msg_id }
+                | ServerPacket::GroupPubAck { msg_id }
+                | ServerPacket::GroupPartPubAck { msg_id } => {
+                    let id = *msg_id;
+                    self.unacked.remove(&id);
+                    self.ledger.server_acked(&id);
+                }
+                ServerPacket::PubErr { msg_id, .. } => {
+                    let id = *msg_id;
+                    self.ledger.stats.refused += 1;
+                    self.ledger.retried.insert(id);
+                }
+                ServerPacket::Push { .. }
+                | ServerPacket::GroupPush { .. }
+                | ServerPacket::GroupPartPush { .. } => self.receive(key, e, &bytes)?,
+                ServerPacket::Ping => ping = true,
+                other => {
+                    if std::env::var("SIM_TRACE").is_ok() {
+                        let uid = self.conns[&key].uid;
+                        eprintln!("t={} user {uid} conn {}: {other:?}", self.now.0, key.1);
+                    }
+                }
+            }
+        }
+        let (shard, conn) = key;
+        self.feed(shard, Event::Written { conn, n })?;
+        let mut packets = Vec::new();
+        if ping {
+            packets.push(ClientPacket::PingResp.to_vec());
+        }
+        let uid = self.conns[&key].uid;
+        // Acks count only if the server reads them (a closed or busy session does not).
+        let read_now = !self.conns[&key].gone
+            && self.engines[shard].is_open(conn)
+            && self.engines[shard].may_read(conn);
+        if !read_now {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut self.conns.get_mut(&key).ok_or("conn")?.to_ack);
+        let mut keep = Vec::new();
+        for (ack, id) in pending {
+            if self.rng.chance(ack_p) {
+                let p = match ack {
+                    cmd::PUB_ACK => ClientPacket::PubAck { msg_id: &id },
+                    cmd::GROUP_PUB_ACK => ClientPacket::GroupPubAck { msg_id: &id },
+                    _ => ClientPacket::GroupPartPubAck { msg_id: &id },
+                };
+                packets.push(p.to_vec());
+                if std::env::var("SIM_TRACE").is_ok() {
+                    eprintln!(
+                        "t={} user {uid} conn {} acks {:?}",
+                        self.now.0,
+                        key.1,
+                        ledger::parse(&id)
+                    );
+                }
+                self.emit += 1;
+                let e = self.emit;
+                self.ledger.acked.entry(uid).or_default().insert(id, e);
+                self.conns
+                    .get_mut(&key)
+                    .ok_or("conn")?
+                    .acked_here
+                    .insert(id, e);
+            } else {
+                keep.push((ack, id));
+            }
+        }
+        self.conns.get_mut(&key).ok_or("conn")?.to_ack = keep;
+        if !packets.is_empty() {
+            self.send(key, &packets)?;
+        }
+        Ok(())
+    }
+
+    /// A push arrived on a session: the duplicate, order and redelivery invariants.
+    fn receive(&mut self, key: (usize, ConnId), emitted: u64, frame: &[u8]) -> Result<(), String> {
+        let id = *push_msg_id(frame).ok_or("push without id")?;
+        let ack = cmd::ack_for_push(frame[0]).ok_or("not a push")?;
+        let (kind, sender, counter) = ledger::parse(&id);
+        let multi = self.setup.policy == DuplicateLogin::Multi;
+        let max = self.cfg.delivery.redelivery_max as u32;
+        // Under `multi` + `on_failure` a device that goes away stores its unacked pushes
+        // then, so another device may find them after newer ones (see docs/architecture.md).
+        let ordered = !(multi && self.setup.persist == Persist::OnFailure);
+        let retried = self.ledger.retried.contains(&id);
+        let c = self.conns.get_mut(&key).ok_or("conn")?;
+        let uid = c.uid;
+        let acked_at = if multi {
+            c.acked_here.get(&id).copied()
+        } else {
+            self.ledger
+                .acked
+                .get(&uid)
+                .and_then(|m| m.get(&id))
+                .copied()
+        };
+        if let Some(a) = acked_at {
+            if emitted > a {
+                return Err(format!(
+                    "user {uid} got {:?} on conn {} (emit {emitted}) again after acking it (emit {a})",
+                    (kind, sender, counter),
+                    key.1
+                ));
+            }
+        }
+        let n = c.receipts.entry(id).or_default();
+        *n += 1;
+        if std::env::var("SIM_TRACE").is_ok() {
+            eprintln!(
+                "t={} user {uid} conn {} got {:?} (copy {}, emit {emitted})",
+                self.now.0,
+                key.1,
+                (kind, sender, counter),
+                n
+            );
+        }
+        if *n > 1 + max {
+            return Err(format!(
+                "session {} got {:?} {} times (at most 1 + {max})",
+                key.1,
+                (kind, sender, counter),
+                n
+            ));
+        }
+        if *n > 1 {
+            self.ledger.stats.redelivered += 1;
+        } else if ordered && kind != ledger::SYSTEM && !retried && sender != uid {
+            let class = (sender, ledger::conn_of(&id), kind == ledger::DIRECT);
+            let last = c.order.entry(class).or_default();
+            if counter <= *last {
+                return Err(format!(
+                    "user {uid}: {:?} after counter {} from the same sender",
+                    (kind, sender, counter),
+                    *last
+                ));
+            }
+            *last = counter;
+        }
+        if !c.to_ack.iter().any(|(_, x)| *x == id) {
+            c.to_ack.push((ack, id));
+        }
+        self.ledger.stats.received += 1;
+        self.ledger.got.entry(uid).or_default().insert(id);
+        Ok(())
+    }
+
+    fn disconnect(&mut self, key: (usize, ConnId)) -> Result<(), String> {
+        let (shard, conn) = key;
+        if self.rng.chance(0.5) {
+            self.send(key, &[ClientPacket::Disconnect.to_vec()])?;
+        }
+        if let Some(c) = self.conns.get_mut(&key) {
+            c.gone = true;
+        }
+        self.feed(
+            shard,
+            Event::Closed {
+                conn,
+                reason: CloseReason::PeerClosed,
+            },
+        )
+    }
+
+    fn system_send(&mut self) -> Result<(), String> {
+        self.replies += 1;
+        let reply = self.replies;
+        let to = self.rng.range(1, self.setup.users as u64) as u32;
+        let id = ledger::msg_id(ledger::SYSTEM, 0, reply, 0);
+        self.ledger.sent.insert(id, vec![to]);
+        let msg = SystemMessage {
+            from: 0,
+            to: Target::User(to),
+            msg_id: id,
+            payload: b"notice".to_vec(),
+        };
+        self.feed(owner_of(to, self.setup.shards), Event::Send { msg, reply })
+    }
+
+    /// Every shard's memory is lost; the store survives (what it applied).
+    fn crash(&mut self) {
+        if std::env::var("SIM_TRACE").is_ok() {
+            eprintln!("t={} CRASH", self.now.0);
+        }
+        self.ledger.crash();
+        self.jobs.clear();
+        self.conns.clear();
+        self.unacked.clear();
+        self.engines = (0..self.setup.shards)
+            .map(|i| {
+                Engine::new(
+                    i,
+                    self.setup.shards,
+                    self.cfg.clone(),
+                    Arc::new(ShardStats::default()),
+                )
+            })
+            .collect();
+    }
+
+    fn advance(&mut self, max_ms: u64) -> Result<(), String> {
+        self.now = self.latency(max_ms);
+        self.run_due()?;
+        for s in 0..self.setup.shards {
+            self.feed(s, Event::Tick)?;
+        }
+        Ok(())
+    }
+
+    /// One random step of the schedule.
+    pub fn step(&mut self) -> Result<(), String> {
+        self.steps += 1;
+        self.run_due()?;
+        // The driver's fan-out worker serves a step whenever there is a backlog, between
+        // other tasks.
+        for s in 0..self.setup.shards {
+            if self.engines[s].fanout_backlog() > 0 && self.rng.chance(0.7) {
+                self.feed(s, Event::FanoutStep)?;
+            }
+        }
+        let live = self.live_conns();
+        let roll = self.rng.below(100);
+        match roll {
+            0..=9 => {
+                let uid = self.rng.range(1, self.setup.users as u64) as u32;
+                self.connect(uid)?;
+            }
+            10..=34 if !live.is_empty() => {
+                let k = *self.rng.pick(&live);
+                self.publish(k)?;
+            }
+            35..=59 => {
+                let all: Vec<_> = {
+                    let mut v: Vec<_> = self.conns.keys().copied().collect();
+                    v.sort_unstable();
+                    v
+                };
+                if !all.is_empty() {
+                    let k = *self.rng.pick(&all);
+                    if !self.conns[&k].slow {
+                        self.read(k, 0.8)?;
+                    }
+                }
+            }
+            60..=64 if !live.is_empty() => {
+                let k = *self.rng.pick(&live);
+                self.disconnect(k)?;
+            }
+            65..=67 if !live.is_empty() => {
+                let k = *self.rng.pick(&live);
+                self.retransmit(k)?;
+            }
+            68..=69 if !live.is_empty() => {
+                let k = *self.rng.pick(&live);
+                if let Some(c) = self.conns.get_mut(&k) {
+                    c.slow = !c.slow;
+                }
+            }
+            70 if !live.is_empty() => {
+                let k = *self.rng.pick(&live);
+                self.send(k, &[vec![0xEE, 1, 2]])?; // not a command: the session ends
+            }
+            71..=72 => self.system_send()?,
+            73..=94 => self.advance(300)?,
+            95 => self.advance(3_000)?,
+            _ => {
+                if self.rng.chance(self.setup.crash * 25.0) {
+                    self.crash();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the run: no more faults; every client reconnects once and reads and acks
+    /// everything until nothing moves. Then every acknowledged message must have reached
+    /// every recipient, and the store must be empty.
+    pub fn settle(&mut self) -> Result<(), String> {
+        self.setup.store_fail = 0.0;
+        for k in self.live_conns() {
+            self.disconnect(k)?;
+        }
+        for _ in 0..50 {
+            self.advance(100)?;
+            for s in 0..self.setup.shards {
+                while self.engines[s].fanout_backlog() > 0 {
+                    self.feed(s, Event::FanoutStep)?;
+                }
+            }
+        }
+        for c in self.conns.values_mut() {
+            c.slow = false;
+        }
+        for uid in 1..=self.setup.users {
+            self.connect(uid)?;
+        }
+        for round in 0..2_000 {
+            self.run_due()?;
+            for s in 0..self.setup.shards {
+                while self.engines[s].fanout_backlog() > 0 {
+                    self.feed(s, Event::FanoutStep)?;
+                }
+            }
+            let mut keys: Vec<_> = self.conns.keys().copied().collect();
+            keys.sort_unstable();
+            for k in keys {
+                self.read(k, 1.0)?;
+            }
+            let idle = self.jobs.is_empty()
+                && self
+                    .conns
+                    .values()
+                    .all(|c| c.wire.is_empty() && c.to_ack.is_empty())
+                && self
+                    .engines
+                    .iter()
+                    .all(|e| e.commits_pending() == 0 && e.fanout_backlog() == 0);
+            if idle && round > 10 {
+                break;
+            }
+            self.advance(50)?;
+        }
+        let stored: usize = self.store.values().map(BTreeMap::len).sum();
+        let sessions: Vec<usize> = self.engines.iter().map(Engine::session_count).collect();
+        self.ledger
+            .check_all_delivered(self.setup.persist == Persist::OnFailure)
+            .map_err(|e| {
+                format!(
+                    "{e}; {stored} stored, sessions per shard {sessions:?}, {} jobs",
+                    self.jobs.len()
+                )
+            })?;
+        let left: usize = self.store.values().map(BTreeMap::len).sum();
+        if left > 0 {
+            let users: HashSet<u32> = self
+                .store
+                .iter()
+                .filter(|(_, m)| !m.is_empty())
+                .map(|(u, _)| *u)
+                .collect();
+            return Err(format!(
+                "{left} message(s) still stored after everyone reconnected and acked (users {users:?})"
+            ));
+        }
+        Ok(())
+    }
+}
