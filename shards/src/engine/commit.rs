@@ -252,7 +252,6 @@ impl Engine {
 
     /// Moves one commit on; gives it back when it must wait for a reply.
     fn step(&mut self, key: QueueKey, origin: Origin, c: Commit, reply: Reply) -> Option<Commit> {
-        tracing::trace!(?key, ?c, "commit step");
         match c {
             Commit::Direct {
                 msgs,

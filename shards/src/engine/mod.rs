@@ -26,6 +26,8 @@ mod drain;
 mod inbound;
 mod members;
 mod session;
+#[cfg(test)]
+mod tests;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
