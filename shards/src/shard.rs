@@ -8,7 +8,8 @@
 //! short task per storage or group-store operation awaiting its reply. Every one of them
 //! reaches the engine through [`Shard::dispatch`]; waits are wake-ups, not polls: a full
 //! mailbox parks its mail in a local outbox drained by a task woken when there is room,
-//! and readers stop reading while their publishes are committed or the outbox is full.
+//! storage operations are queued without blocking, and readers stop reading while their
+//! publishes are committed, the outbox holds mail or the storage queue is over its limit.
 //!
 //! Lifecycle: bind listeners → serve → on shutdown: stop accepting, close every session
 //! (unacked pushes go to storage), wait for all shards to get there, then deliver (that is,
@@ -348,8 +349,8 @@ impl Shard {
         self.engine.borrow().is_open(conn)
     }
 
-    /// Resolves when the connection may read more input: its publishes are committed and
-    /// no mail waits for room.
+    /// Resolves when the connection may read more input: its publishes are committed, no
+    /// mail waits for room and the storage queue is below its limit.
     pub async fn readable(&self, conn: ConnId) {
         poll_fn(|cx| {
             if !self.engine.borrow().may_read(conn) {
@@ -363,7 +364,7 @@ impl Shard {
                 ob.waiting.push(cx.waker().clone());
                 return Poll::Pending;
             }
-            Poll::Ready(())
+            self.store.poll_room(cx)
         })
         .await
     }

@@ -2,18 +2,22 @@
 //!
 //! Runs on its own OS thread (named `im-storage`). Shards enqueue operations on a bounded
 //! channel and await replies on oneshot channels, which wake the shard's task across
-//! threads. Each turn the thread takes everything queued (up to a bound), applies all
+//! threads. Enqueuing never blocks the caller (a shard thread must not): the queue is
+//! unbounded, and back-pressure is a soft limit callers wait on with a waker
+//! ([`StoreHandle::poll_room`]), woken by the storage thread when it takes operations out.
+//! Each turn the thread takes everything queued (up to a bound), applies all
 //! appends and removals in one transaction (group commit: one disk sync for the whole turn
 //! of every shard), answers them, then serves reads, which therefore see every write queued
 //! before them. Operations from one shard are applied in the order it queued them.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
 use futures_channel::oneshot;
 
 use crate::error::StoreError;
@@ -50,9 +54,46 @@ enum Op {
 
 /// Most operations applied in one turn.
 const MAX_BATCH: usize = 4096;
-/// Capacity of the operation queue. A full queue blocks the enqueuing shard: that is the
-/// back-pressure from a disk that cannot keep up.
+/// Operations queued past which callers are asked to wait ([`StoreHandle::poll_room`]):
+/// the back-pressure from a disk that cannot keep up. A soft limit: an operation is
+/// never refused nor blocks, so what a caller already accepted is always queued.
 const QUEUE: usize = 65_536;
+
+/// Tasks waiting for the queue to come down below [`QUEUE`]. The receiver's common path
+/// is a fence and one load of `waiting`.
+///
+/// No lost wake-up: a waiter stores `waiting` and then re-checks the length; the storage
+/// thread takes operations out and then loads `waiting`. A SeqCst fence between the two
+/// steps on each side means at least one of them sees the other.
+#[derive(Default)]
+struct Room {
+    waiting: AtomicBool,
+    wakers: Mutex<Vec<Waker>>,
+}
+
+impl Room {
+    fn register(&self, w: &Waker) {
+        let mut v = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
+        if !v.iter().any(|x| x.will_wake(w)) {
+            v.push(w.clone());
+        }
+        self.waiting.store(true, Ordering::SeqCst);
+        std::sync::atomic::fence(Ordering::SeqCst);
+    }
+
+    fn wake_all(&self) {
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if !self.waiting.load(Ordering::SeqCst) {
+            return;
+        }
+        let woken = {
+            let mut v = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
+            self.waiting.store(false, Ordering::SeqCst);
+            std::mem::take(&mut *v)
+        };
+        woken.into_iter().for_each(Waker::wake);
+    }
+}
 
 /// What the storage thread measures (read by the metrics endpoint).
 #[derive(Debug)]
@@ -70,6 +111,7 @@ pub struct StoreStats {
 pub struct StoreHandle {
     tx: Sender<Op>,
     stats: Arc<StoreStats>,
+    room: Arc<Room>,
 }
 
 /// The running storage thread; join it after every handle is dropped.
@@ -93,17 +135,19 @@ impl StoreHandle {
         store: Arc<dyn OfflineStore>,
         purge_every: Duration,
     ) -> std::io::Result<(StoreHandle, StoreWorker)> {
-        let (tx, rx) = bounded(QUEUE);
+        let (tx, rx) = unbounded();
+        let room = Arc::new(Room::default());
         let stats = Arc::new(StoreStats {
             write_us: AtomicHistogram::new(LATENCY_US),
             fetch_us: AtomicHistogram::new(LATENCY_US),
             write_failures: AtomicU64::new(0),
         });
         let st = stats.clone();
+        let r = room.clone();
         let thread = std::thread::Builder::new()
             .name("im-storage".into())
-            .spawn(move || run(store, rx, purge_every, &st))?;
-        Ok((StoreHandle { tx, stats }, StoreWorker { thread }))
+            .spawn(move || run(store, rx, purge_every, &st, &r))?;
+        Ok((StoreHandle { tx, stats, room }, StoreWorker { thread }))
     }
 
     pub fn stats(&self) -> &StoreStats {
@@ -115,9 +159,24 @@ impl StoreHandle {
         self.tx.len()
     }
 
+    /// Ready while fewer than [`QUEUE`] operations wait; otherwise registers the waker,
+    /// which the storage thread wakes once it has taken operations out.
+    pub fn poll_room(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.tx.len() < QUEUE {
+            return Poll::Ready(());
+        }
+        self.room.register(cx.waker());
+        if self.tx.len() < QUEUE {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
     fn send(&self, op: Op) {
-        // The receiver lives as long as any handle; a send fails only if the thread died,
-        // in which case every reply channel is dropped and callers see `Closed`.
+        // Never blocks (the queue is unbounded; see `poll_room`). The receiver lives as
+        // long as any handle; a send fails only if the thread died, in which case every
+        // reply channel is dropped and callers see `Closed`.
         if self.tx.send(op).is_err() {
             tracing::error!("storage thread is gone; operation dropped");
         }
@@ -189,7 +248,13 @@ impl StoreHandle {
     }
 }
 
-fn run(store: Arc<dyn OfflineStore>, rx: Receiver<Op>, purge_every: Duration, stats: &StoreStats) {
+fn run(
+    store: Arc<dyn OfflineStore>,
+    rx: Receiver<Op>,
+    purge_every: Duration,
+    stats: &StoreStats,
+    room: &Room,
+) {
     let mut last_purge = Instant::now();
     let mut ops = Vec::with_capacity(MAX_BATCH);
     loop {
@@ -204,6 +269,7 @@ fn run(store: Arc<dyn OfflineStore>, rx: Receiver<Op>, purge_every: Duration, st
                 Err(_) => break,
             }
         }
+        room.wake_all();
         let stop = ops.iter().position(|op| matches!(op, Op::Stop));
         if let Some(i) = stop {
             ops.truncate(i);
