@@ -7,13 +7,37 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use im_shards::bench_api::{drain, send_batch};
+use im_shards::engine::{Batch, Time, Uids};
 use im_shards::Mesh;
 
 const HOPS: u64 = 10_000;
 
+/// Puts one group fan-out batch (a shared frame and member slice, as the server sends them)
+/// in the `from → to` mailbox. `false`: the mailbox is full.
+fn send_batch(
+    mesh: &Mesh<Batch>,
+    from: usize,
+    to: usize,
+    frame: &Bytes,
+    uids: &Arc<[u32]>,
+) -> bool {
+    let batch = Batch {
+        accepted: Time::default(),
+        frame: frame.clone(),
+        uids: Uids::Shared(uids.clone()),
+        seqs: None,
+        exclude: 0,
+    };
+    mesh.try_send(from, to, batch).is_ok()
+}
+
+/// Empties shard `me`'s inbox; returns how many mails it held.
+fn drain(mesh: &Mesh<Batch>, me: usize) -> usize {
+    mesh.drain(me, drop)
+}
+
 fn mailbox(c: &mut Criterion) {
-    let mesh = Arc::new(Mesh::new(2, 1024));
+    let mesh: Arc<Mesh<Batch>> = Arc::new(Mesh::new(2, 1024));
     let frame = Bytes::from(vec![0u8; 128]);
     let uids: Arc<[u32]> = (0..16).collect::<Vec<u32>>().into();
     let stop = Arc::new(AtomicBool::new(false));

@@ -10,8 +10,9 @@ use std::sync::Arc;
 use futures_channel::oneshot;
 use im_protocol::MsgId;
 
-use crate::mailbox::{Mail, Mesh};
-use crate::routing::owner_of;
+use crate::route::mailbox::Mesh;
+use crate::route::routing::owner_of;
+use crate::route::Mail;
 
 /// One open session of a user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,11 +68,11 @@ pub(crate) enum Request {
 /// The control plane's way into the shards. Cheap to clone, usable from any thread.
 #[derive(Clone)]
 pub struct ControlHandle {
-    mesh: Arc<Mesh>,
+    mesh: Arc<Mesh<Mail>>,
 }
 
 impl ControlHandle {
-    pub(crate) fn new(mesh: Arc<Mesh>) -> Self {
+    pub(crate) fn new(mesh: Arc<Mesh<Mail>>) -> Self {
         Self { mesh }
     }
 

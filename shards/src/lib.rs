@@ -9,30 +9,25 @@
 //!
 //! The logic of a shard is [`engine`], a synchronous state machine that does no I/O and
 //! reads no clock (events in, actions out); [`shard`] is its monoio driver. Around them:
-//! [`transport`] (bytes ↔ packets per transport), [`conn`] (the read and write tasks of a
-//! connection), [`listener`] (accept and pre-auth), [`mailbox`] (the shard mesh),
-//! [`groups`] (the membership cache), [`control`] (requests from the HTTP API).
+//! [`net`] (listeners, pre-auth, connections, framing, TLS), [`auth`] (tokens, the HTTP
+//! callback, the failed-login limit), [`route`] (owner shards and the mailbox mesh),
+//! [`control`] (requests from the HTTP API), `membership` (the group cache).
+//! Every `impl Shard` is in `shard.rs`.
 
 pub mod auth;
 #[cfg(feature = "bench-api")]
 pub mod bench_api;
-pub mod callback;
 pub mod config;
-mod conn;
 pub mod control;
 pub mod engine;
-mod envelope;
-mod groups;
-mod handoff;
-pub mod limiter;
-mod listener;
-pub mod mailbox;
-pub mod routing;
+mod membership;
+pub mod net;
+pub mod route;
 mod shard;
 pub mod stats;
-pub mod tls;
-mod tls_session;
-mod transport;
+
+pub use crate::auth::callback;
+pub use crate::net::tls;
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -40,13 +35,14 @@ use std::time::Duration;
 
 use im_storage::{GroupStore, StoreHandle};
 
+use crate::auth::callback::AuthCallback;
+use crate::auth::limiter::AuthLimiter;
 pub use crate::auth::TokenAuth;
-use crate::callback::AuthCallback;
 pub use crate::config::{CoreConfig, Driver};
-pub use crate::envelope::json_payload;
-use crate::limiter::AuthLimiter;
-pub use crate::mailbox::Mesh;
-pub use crate::routing::owner_of;
+pub use crate::engine::envelope::json_payload;
+pub use crate::route::mailbox::Mesh;
+pub use crate::route::routing::owner_of;
+use crate::route::Mail;
 use crate::shard::Shared;
 use crate::stats::ShardStats;
 pub use im_protocol::packet::pub_err as pub_err_code;
@@ -96,7 +92,7 @@ pub fn resolve_driver(want: Driver) -> Result<ActiveDriver, StartError> {
 
 /// The running core.
 pub struct Server {
-    mesh: Arc<Mesh>,
+    mesh: Arc<Mesh<Mail>>,
     stats: Vec<Arc<ShardStats>>,
     threads: Vec<JoinHandle<()>>,
     pub driver: ActiveDriver,
@@ -200,11 +196,6 @@ impl Server {
     /// Every shard's counters.
     pub fn stats(&self) -> &[Arc<ShardStats>] {
         &self.stats
-    }
-
-    /// The mailboxes (for metrics and tests).
-    pub fn mesh(&self) -> &Arc<Mesh> {
-        &self.mesh
     }
 
     /// Stops accepting, closes every session (keeping undelivered messages in storage),

@@ -16,7 +16,7 @@
 //! store) whatever is still in the mailboxes, flush storage, exit.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
@@ -30,26 +30,28 @@ use im_storage::{now_ms, GroupStore, OfflineMessage, StoreHandle};
 use local_sync::mpsc::unbounded::Tx;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, Splitable};
 use monoio::net::TcpStream;
+use rustc_hash::FxHashMap as HashMap;
 
+use crate::auth::callback::AuthCallback;
+use crate::auth::limiter::AuthLimiter;
 use crate::auth::TokenAuth;
-use crate::callback::AuthCallback;
 use crate::config::CoreConfig;
-use crate::conn;
 use crate::control::{ControlError, Request};
 use crate::engine::{Action, ConnId, Engine, Event, Failed, Out, Time, Token};
-use crate::groups::GroupCache;
-use crate::handoff::{Arrival, Handoff};
-use crate::limiter::AuthLimiter;
-use crate::listener;
-use crate::mailbox::{Mail, Mesh};
+use crate::membership::GroupCache;
+use crate::net::conn;
+use crate::net::handoff::{Arrival, Handoff};
+use crate::net::listener;
+use crate::net::tls_session;
+use crate::net::transport::TransportKind;
+use crate::route::mailbox::Mesh;
+use crate::route::Mail;
 use crate::stats::ShardStats;
-use crate::tls_session;
-use crate::transport::TransportKind;
 
 /// What every shard shares (read-only) with the others.
 pub struct Shared {
     pub cfg: Arc<CoreConfig>,
-    pub mesh: Arc<Mesh>,
+    pub mesh: Arc<Mesh<Mail>>,
     pub store: StoreHandle,
     pub auth: Arc<TokenAuth>,
     /// Failed CONNECTs per source address (CONNECT_ACK 5 past the limit).
@@ -104,7 +106,7 @@ struct Wakers {
 pub(crate) struct Shard {
     pub id: usize,
     pub cfg: Arc<CoreConfig>,
-    pub mesh: Arc<Mesh>,
+    pub mesh: Arc<Mesh<Mail>>,
     pub store: StoreHandle,
     pub auth: Arc<TokenAuth>,
     pub limiter: Arc<AuthLimiter>,
@@ -152,9 +154,9 @@ impl Shard {
                 shared.stats[id].clone(),
             )),
             actions: RefCell::new(Vec::new()),
-            conns: RefCell::new(HashMap::new()),
+            conns: RefCell::new(HashMap::default()),
             next_conn: Cell::new(0),
-            replies: RefCell::new(HashMap::new()),
+            replies: RefCell::new(HashMap::default()),
             next_reply: Cell::new(0),
             outbox: RefCell::new(Outbox {
                 queues: (0..shards).map(|_| VecDeque::new()).collect(),

@@ -8,7 +8,7 @@ use im_protocol::packet::{cmd, pub_err as code};
 use im_storage::histogram::{AtomicHistogram, HistogramSnapshot, LATENCY_US};
 
 use crate::auth::AuthError;
-use crate::transport::TransportKind;
+use crate::net::transport::TransportKind;
 
 /// Refusal codes counted separately; anything else lands in the last slot.
 pub const REFUSAL_CODES: [u32; 5] = [

@@ -16,10 +16,10 @@ use im_protocol::packet::pub_err as code;
 use im_protocol::{MsgId, ServerPacket};
 
 use super::dedupe::Seen;
+use super::envelope;
 use super::{Action, Batch, ConnId, Delivery, Engine, Failed, Members, Token, Uids, Waiter};
 use crate::config::Persist;
 use crate::control::{ControlError, SystemMessage, Target};
-use crate::envelope;
 use crate::stats::Msg;
 
 /// A publish that passed validation, waiting for its read to end.

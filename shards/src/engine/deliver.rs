@@ -11,9 +11,9 @@ use im_protocol::{MsgId, ServerPacket};
 use super::session::{Inflight, PendingPush, Session};
 use super::{Action, Batch, CloseReason, ConnId, Delivery, Engine, Out};
 use crate::config::DuplicateLogin;
-use crate::routing::owner_of;
+use crate::net::transport::TransportKind;
+use crate::route::routing::owner_of;
 use crate::stats::Msg;
-use crate::transport::TransportKind;
 
 impl Engine {
     /// A CONNECT was accepted for a user this shard owns: applies the duplicate-login
@@ -136,10 +136,11 @@ impl Engine {
         self.push_now(conn, push);
     }
 
-    /// Pushes a message to the client now.
+    /// Pushes a message to the client now. The hot path of every delivery: one look-up of
+    /// the session does the in-flight entry, its timer and the write.
     pub(super) fn push_now(&mut self, conn: ConnId, push: Rc<PendingPush>) {
         let deadline = self.now.plus_ms(self.cfg.delivery.redelivery_interval_ms);
-        let max = self.cfg.session.max_inflight;
+        let (max, limit) = (self.cfg.session.max_inflight, self.cfg.session.send_queue);
         let Some(s) = self.sessions.get_mut(&conn) else {
             return self.failed(&push);
         };
@@ -150,11 +151,25 @@ impl Engine {
             deadline,
             resends: 0,
         });
-        let over = s.inflight.len() > max;
-        self.arm(conn);
+        if s.armed.is_none_or(|a| deadline < a) {
+            s.armed = Some(deadline);
+            self.timers.push(Reverse((deadline, conn)));
+        }
+        s.queued += 1;
+        let (in_flight, queued) = (s.inflight.len(), s.queued);
+        self.writes += 1;
         self.stats.message(Msg::Delivered, 1);
-        self.send(conn, Out::Packet(frame));
-        if over {
+        if let Some(&c) = frame.first() {
+            self.stats.packet_out(c);
+        }
+        self.out.push(Action::Write {
+            conn,
+            out: Out::Packet(frame),
+        });
+        if queued > limit {
+            tracing::debug!(session = conn, limit, "send queue full");
+            self.close(conn, CloseReason::SlowConsumer);
+        } else if in_flight > max {
             tracing::debug!(session = conn, max, "too many pushes in flight");
             self.close(conn, CloseReason::SlowConsumer);
         }

@@ -8,8 +8,8 @@ use im_protocol::{ClientPacket, MsgId, ServerPacket, Targets};
 
 use super::commit::{group_ack, Accepted};
 use super::dedupe::Seen;
+use super::envelope;
 use super::{CloseReason, ConnId, Engine};
-use crate::envelope;
 
 impl Engine {
     /// One packet from a client.

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use crate::routing::owner_of;
+use crate::route::routing::owner_of;
 
 #[derive(Debug)]
 pub struct Members {

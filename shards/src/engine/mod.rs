@@ -23,6 +23,7 @@ mod commit;
 mod dedupe;
 mod deliver;
 mod drain;
+pub mod envelope;
 mod inbound;
 mod members;
 mod session;
@@ -30,13 +31,16 @@ mod session;
 mod tests;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
 use std::ops::Deref;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use im_protocol::ServerPacket;
 use im_storage::StoredMessage;
+// The engine's maps are keyed by ids it or the driver hands out (connections, tokens,
+// uids): FxHash is a few instructions where SipHash's flooding resistance buys nothing.
+use rustc_hash::FxHashMap as HashMap;
 
 use crate::config::CoreConfig;
 use crate::control::{ControlError, SessionInfo, SystemMessage};
@@ -46,7 +50,7 @@ use self::commit::{CommitQueue, QueueKey};
 use self::dedupe::Dedupe;
 pub use self::members::{split, Members};
 use self::session::Session;
-pub use crate::transport::TransportKind;
+pub use crate::net::transport::TransportKind;
 
 /// Microseconds since an origin the driver picks (one origin for every shard of a
 /// process, so a time carried in mail means the same on every shard).
@@ -321,14 +325,14 @@ impl Engine {
             cfg,
             stats,
             now: Time::default(),
-            sessions: HashMap::new(),
-            users: HashMap::new(),
+            sessions: HashMap::default(),
+            users: HashMap::default(),
             dedupe: Dedupe::new(window.saturating_mul(1000)),
             fanout: VecDeque::new(),
             backlog: 0,
             timers: BinaryHeap::new(),
-            commits: HashMap::new(),
-            waiting: HashMap::new(),
+            commits: HashMap::default(),
+            waiting: HashMap::default(),
             next_token: 0,
             writes: 0,
             stopping: false,

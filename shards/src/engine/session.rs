@@ -8,7 +8,7 @@ use bytes::Bytes;
 use im_protocol::packet::cmd;
 
 use super::{CloseReason, ConnId, Time};
-use crate::transport::TransportKind;
+use crate::net::transport::TransportKind;
 
 /// One message on its way to one user, shared by that user's sessions. Decides, once every
 /// session has acked or failed, whether the stored copy is removed or a copy is stored.

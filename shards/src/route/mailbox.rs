@@ -17,25 +17,9 @@ use std::task::{Poll, Waker};
 use atomic_waker::AtomicWaker;
 use crossbeam_queue::ArrayQueue;
 
-use crate::control::Request;
-use crate::engine::{Batch, Delivery};
-use crate::handoff::Handoff;
-
-/// What shards send each other.
-pub(crate) enum Mail {
-    /// A message for a user this shard owns.
-    Deliver(Delivery),
-    /// An authenticated connection for a user this shard owns.
-    Handoff(Handoff),
-    /// A group message for the members this shard owns.
-    Fanout(Batch),
-    /// A request from the control plane.
-    Control(Request),
-}
-
-struct Inbox {
+struct Inbox<M> {
     /// `from[i]`: mail from shard `i`; the last queue is the control plane's.
-    from: Vec<ArrayQueue<Mail>>,
+    from: Vec<ArrayQueue<M>>,
     /// `space[i]`: senders waiting for room in `from[i]`.
     space: Vec<SpaceWaiters>,
     waker: AtomicWaker,
@@ -81,9 +65,9 @@ impl SpaceWaiters {
     }
 }
 
-/// All mailboxes of the process, shared by every shard thread.
-pub struct Mesh {
-    inboxes: Vec<Inbox>,
+/// All mailboxes of the process, shared by every shard thread; `M` is what they carry.
+pub struct Mesh<M> {
+    inboxes: Vec<Inbox<M>>,
     shutdown: AtomicBool,
     /// Tasks that accepted a message and have not yet handed it to its owner shard.
     pending_routes: AtomicUsize,
@@ -93,7 +77,7 @@ pub struct Mesh {
     full_events: AtomicU64,
 }
 
-impl Mesh {
+impl<M> Mesh<M> {
     pub fn new(shards: usize, capacity: usize) -> Self {
         Self {
             inboxes: (0..shards)
@@ -132,7 +116,7 @@ impl Mesh {
     }
 
     /// Sends without waiting; gives the mail back when the queue is full.
-    pub(crate) fn try_send(&self, from: usize, to: usize, mail: Mail) -> Result<(), Mail> {
+    pub fn try_send(&self, from: usize, to: usize, mail: M) -> Result<(), M> {
         let inbox = &self.inboxes[to];
         inbox.from[from].push(mail)?;
         inbox.waker.wake();
@@ -140,7 +124,7 @@ impl Mesh {
     }
 
     /// Sends from the control plane (another thread); gives the mail back when full.
-    pub(crate) fn try_send_external(&self, to: usize, mail: Mail) -> Result<(), Mail> {
+    pub fn try_send_external(&self, to: usize, mail: M) -> Result<(), M> {
         self.try_send(self.shards(), to, mail)
     }
 
@@ -155,7 +139,7 @@ impl Mesh {
 
     /// Sends, waiting while the destination queue is full: the task sleeps until the
     /// destination has taken mail out of this queue (no polling).
-    pub(crate) async fn send(&self, from: usize, to: usize, mail: Mail) {
+    pub async fn send(&self, from: usize, to: usize, mail: M) {
         let mail = match self.try_send(from, to, mail) {
             Ok(()) => return,
             Err(back) => back,
@@ -181,7 +165,7 @@ impl Mesh {
     }
 
     /// Takes every queued mail for `me`, in per-source order.
-    pub(crate) fn drain(&self, me: usize, mut f: impl FnMut(Mail)) -> usize {
+    pub fn drain(&self, me: usize, mut f: impl FnMut(M)) -> usize {
         let mut n = 0;
         let inbox = &self.inboxes[me];
         for (q, space) in inbox.from.iter().zip(&inbox.space) {
@@ -294,22 +278,21 @@ mod tests {
     use super::*;
     use crate::engine::{Batch, Time, Uids};
 
+    type Mail = Batch;
+
     fn mail(n: u32) -> Mail {
-        Mail::Fanout(Batch {
+        Batch {
             accepted: Time::default(),
             frame: Bytes::new(),
             uids: Uids::Shared(Arc::from(vec![n])),
             seqs: None,
             exclude: 0,
-        })
+        }
     }
 
     fn uid(m: &Mail) -> u32 {
-        match m {
-            Mail::Fanout(b) => match &b.uids {
-                Uids::Shared(u) => u[0],
-                _ => u32::MAX,
-            },
+        match &m.uids {
+            Uids::Shared(u) => u[0],
             _ => u32::MAX,
         }
     }

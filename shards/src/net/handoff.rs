@@ -5,8 +5,8 @@
 
 use std::os::fd::OwnedFd;
 
-use crate::tls::TlsState;
-use crate::transport::Framing;
+use crate::net::tls::TlsState;
+use crate::net::transport::Framing;
 
 pub(crate) struct Handoff {
     pub fd: OwnedFd,

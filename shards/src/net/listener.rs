@@ -17,16 +17,16 @@ use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::{ListenerOpts, TcpListener, TcpStream};
 
-use crate::callback::Verdict;
+use crate::auth::callback::Verdict;
+use crate::auth::limiter::Recorded;
 use crate::config::AuthMode;
-use crate::conn::{finish, refuse_and_close};
-use crate::handoff::{Arrival, Handoff};
-use crate::limiter::Recorded;
-use crate::mailbox::Mail;
-use crate::routing::owner_of;
+use crate::net::conn::{finish, refuse_and_close};
+use crate::net::handoff::{Arrival, Handoff};
+use crate::net::tls::{PreTls, TlsState};
+use crate::net::transport::{Event, Framing, TransportKind};
+use crate::route::routing::owner_of;
+use crate::route::Mail;
 use crate::shard::Shard;
-use crate::tls::{PreTls, TlsState};
-use crate::transport::{Event, Framing, TransportKind};
 
 /// Binds a listener with SO_REUSEPORT (every shard binds the same port).
 pub(crate) fn bind(shard: &Shard, port: u16) -> std::io::Result<TcpListener> {

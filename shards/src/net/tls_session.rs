@@ -14,7 +14,7 @@ use monoio::net::TcpStream;
 use monoio::BufResult;
 use rustls::ServerConnection;
 
-use crate::tls::{
+use crate::net::tls::{
     invalid, read_plain, readv_plain, would_block_to_none, write_plain, writev_plain, PlainSink,
     PlainSource, TlsState,
 };

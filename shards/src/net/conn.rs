@@ -18,8 +18,8 @@ use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 
 use crate::engine::{CloseReason, ConnId, Event as In, Out};
+use crate::net::transport::{Event, Framing, TransportKind};
 use crate::shard::Shard;
-use crate::transport::{Event, Framing, TransportKind};
 
 /// Initial read buffer; it grows to the largest frame seen and shrinks back when empty.
 const READ_INITIAL: usize = 1024;

@@ -291,7 +291,9 @@ pub(crate) async fn readv_plain<S: PlainSource, T: IoVecBufMut>(
     s: &mut S,
     mut buf: T,
 ) -> BufResult<usize, T> {
-    // SAFETY: the iovec's first buffer is valid for the call (monoio's contract).
+    // SAFETY: the iovec's first buffer is valid and writable for as long as `buf` lives
+    // (monoio's `IoVecBufMut` contract), and `buf` outlives the `RawBuf` (used only in the
+    // awaited call below).
     let n = match unsafe { RawBuf::new_from_iovec_mut(&mut buf) } {
         Some(raw) => read_plain(s, raw).await.0,
         None => Ok(0),
@@ -305,7 +307,9 @@ pub(crate) async fn readv_plain<S: PlainSource, T: IoVecBufMut>(
 
 /// `AsyncWriteRent::write` over a [`PlainSink`]: all of `buf`, flushing as rustls fills.
 pub(crate) async fn write_plain<S: PlainSink, T: IoBuf>(s: &mut S, buf: T) -> BufResult<usize, T> {
-    // SAFETY: `read_ptr` / `bytes_init` describe the buffer's initialised bytes.
+    // SAFETY: `read_ptr` / `bytes_init` describe the buffer's initialised bytes (monoio's
+    // `IoBuf` contract); `buf` is owned by this (pinned) future and neither moved, written
+    // nor dropped while the slice lives, so the bytes stay valid and unchanged.
     let slice = unsafe { std::slice::from_raw_parts(buf.read_ptr(), buf.bytes_init()) };
     let mut done = 0;
     while done < slice.len() {
@@ -325,7 +329,8 @@ pub(crate) async fn writev_plain<S: PlainSink, T: IoVecBuf>(
     s: &mut S,
     buf: T,
 ) -> BufResult<usize, T> {
-    // SAFETY: as in `readv_plain`.
+    // SAFETY: the iovec's first buffer is valid for as long as `buf` lives (monoio's
+    // `IoVecBuf` contract), and `buf` outlives the `RawBuf` (used only in the awaited call).
     let n = match unsafe { RawBuf::new_from_iovec(&buf) } {
         Some(raw) => write_plain(s, raw).await.0,
         None => Ok(0),

@@ -1,0 +1,10 @@
+//! Sockets: the listeners and pre-authentication, the hand-off of an authenticated socket
+//! to its owner shard, the read and write tasks of a connection, transport framing (TCP
+//! length prefix, WebSocket) and TLS.
+
+pub(crate) mod conn;
+pub(crate) mod handoff;
+pub(crate) mod listener;
+pub mod tls;
+pub(crate) mod tls_session;
+pub(crate) mod transport;
