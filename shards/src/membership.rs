@@ -39,7 +39,8 @@ impl GroupCache {
         }
     }
 
-    fn cached(&self, gid: u32) -> Option<Arc<Members>> {
+    /// The members of `gid` if a fresh entry is cached (no waiting).
+    pub fn cached(&self, gid: u32) -> Option<Arc<Members>> {
         let entries = self.entries.borrow();
         let e = entries.get(&gid)?;
         (e.version == self.store.versions().get(gid) && e.fetched.elapsed() < self.ttl)

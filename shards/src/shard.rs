@@ -117,6 +117,9 @@ pub(crate) struct Shard {
     engine: RefCell<Engine>,
     /// Reused action buffer.
     actions: RefCell<Vec<Action>>,
+    /// Answers the driver has at once (a cached membership): handled right after the
+    /// actions of the event that asked, in order, without a task.
+    ready: RefCell<VecDeque<Event<'static>>>,
     conns: RefCell<HashMap<ConnId, Conn>>,
     next_conn: Cell<ConnId>,
     replies: RefCell<HashMap<Token, oneshot::Sender<Result<(), ControlError>>>>,
@@ -154,6 +157,7 @@ impl Shard {
                 shared.stats[id].clone(),
             )),
             actions: RefCell::new(Vec::new()),
+            ready: RefCell::new(VecDeque::new()),
             conns: RefCell::new(HashMap::default()),
             next_conn: Cell::new(0),
             replies: RefCell::new(HashMap::default()),
@@ -171,17 +175,32 @@ impl Shard {
 
     /// Hands the engine one event and carries out what it asks for.
     pub fn dispatch(self: &Rc<Self>, ev: Event<'_>) {
-        let mut actions = self.actions.take();
-        self.engine.borrow_mut().handle(now(), ev, &mut actions);
-        for a in actions.drain(..) {
-            self.execute(a);
-        }
-        self.actions.replace(actions);
+        self.feed(now(), ev);
         self.after_dispatch();
     }
 
+    /// [`Shard::dispatch`] at a given time and without waking parked tasks: for several
+    /// events in a row (the packets of one read, the mail of one drain), followed by one
+    /// [`Shard::after_dispatch`].
+    pub fn feed(self: &Rc<Self>, t: Time, ev: Event<'_>) {
+        let mut actions = self.actions.take();
+        self.engine.borrow_mut().handle(t, ev, &mut actions);
+        for a in actions.drain(..) {
+            self.execute(a);
+        }
+        loop {
+            let next = self.ready.borrow_mut().pop_front();
+            let Some(ev) = next else { break };
+            self.engine.borrow_mut().handle(t, ev, &mut actions);
+            for a in actions.drain(..) {
+                self.execute(a);
+            }
+        }
+        self.actions.replace(actions);
+    }
+
     /// Wakes the tasks parked on the engine's counters that moved.
-    fn after_dispatch(&self) {
+    pub fn after_dispatch(&self) {
         let (backlog, writes, commits) = {
             let e = self.engine.borrow();
             (e.fanout_backlog(), e.queued_writes(), e.commits_pending())
@@ -259,6 +278,13 @@ impl Shard {
                 });
             }
             Action::Resolve { token, gid } => {
+                if let Some(m) = self.groups.cached(gid) {
+                    self.ready.borrow_mut().push_back(Event::Resolved {
+                        token,
+                        result: Ok(m),
+                    });
+                    return;
+                }
                 let me = self.clone();
                 let groups = self.groups.clone();
                 monoio::spawn(async move {
@@ -442,10 +468,10 @@ impl Shard {
         ));
     }
 
-    fn handle_mail(self: &Rc<Self>, mail: Mail) {
+    fn handle_mail(self: &Rc<Self>, t: Time, mail: Mail) {
         match mail {
-            Mail::Deliver(d) => self.dispatch(Event::Deliver(d)),
-            Mail::Fanout(b) => self.dispatch(Event::Fanout(b)),
+            Mail::Deliver(d) => self.feed(t, Event::Deliver(d)),
+            Mail::Fanout(b) => self.feed(t, Event::Fanout(b)),
             Mail::Handoff(h) => self.attach(h),
             Mail::Control(r) => self.handle_control(r),
         }
@@ -485,7 +511,9 @@ impl Shard {
                 }
             })
             .await;
-            self.mesh.drain(self.id, |m| self.handle_mail(m));
+            let t = now();
+            self.mesh.drain(self.id, |m| self.handle_mail(t, m));
+            self.after_dispatch();
         }
     }
 
@@ -607,7 +635,8 @@ pub(crate) async fn run(
     // still on its way until no shard holds an accepted message. Woken by mail, by the
     // local fan-out worker and by the last shard to finish its routes.
     loop {
-        shard.mesh.drain(id, |m| shard.handle_mail(m));
+        shard.mesh.drain(id, |m| shard.handle_mail(now(), m));
+        shard.after_dispatch();
         let idle =
             || shard.mesh.routes_pending() == 0 && shard.engine.borrow().fanout_backlog() == 0;
         if idle() && shard.mesh.inbox_empty(id) {

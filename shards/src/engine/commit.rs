@@ -116,6 +116,27 @@ pub(crate) fn group_ack(part: bool, msg_id: &MsgId) -> ServerPacket<'_> {
 impl Engine {
     /// Queues the publishes of one read for commit.
     pub(super) fn start_commits(&mut self, conn: ConnId, uid: u32, accepted: Vec<Accepted>) {
+        let key = QueueKey::Conn(conn);
+        let origin = Origin {
+            uid,
+            session: Some(conn),
+        };
+        // The common case commits at once: 1:1 messages in `on_failure` mode with nothing
+        // of this connection still being committed. No queue, nothing to wait for.
+        if self.cfg.delivery.persist == Persist::OnFailure
+            && !self.commits.contains_key(&key)
+            && accepted.iter().all(|a| matches!(a, Accepted::Direct { .. }))
+        {
+            let msgs: Vec<(u32, MsgId, Bytes)> = accepted
+                .into_iter()
+                .filter_map(|a| match a {
+                    Accepted::Direct { to, msg_id, frame } => Some((to, msg_id, frame)),
+                    Accepted::Group { .. } => None,
+                })
+                .collect();
+            let seqs = vec![None; msgs.len()];
+            return self.ack_and_route(key, origin, msgs, seqs);
+        }
         let mut direct = Vec::new();
         let mut items = VecDeque::new();
         for a in accepted {
@@ -141,11 +162,6 @@ impl Engine {
                 storing: false,
             });
         }
-        let key = QueueKey::Conn(conn);
-        let origin = Origin {
-            uid,
-            session: Some(conn),
-        };
         let q = self.commits.entry(key).or_insert_with(|| CommitQueue {
             origin,
             items: VecDeque::new(),
@@ -163,7 +179,7 @@ impl Engine {
         // again but not delivered again. Requests for one recipient (or group) always land
         // on the same shard, so its window sees every retry.
         let (from, id) = (msg.from, msg.msg_id);
-        let result = match self.dedupe.admit(from, &id, self.now) {
+        let result = match self.dedupe.admit(from, &id, self.now, true) {
             Seen::First => None,
             Seen::Committed => Some(Ok(())),
             // The first request is still being committed: its outcome is not known yet.

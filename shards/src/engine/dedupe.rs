@@ -56,10 +56,15 @@ impl Dedupe {
         !self.previous.contains(&key) && self.current.insert(key)
     }
 
-    /// Records a publish: new (and committing from now on), or a retransmission.
-    pub fn admit(&mut self, uid: u32, id: &MsgId, now: Time) -> Seen {
+    /// Records a publish: new, or a retransmission. `waits`: its commit may wait (for
+    /// storage or a membership) and may still be refused, so it is tracked as committing
+    /// until [`Dedupe::committed`] or [`Dedupe::forget`]; a commit that completes within
+    /// the read that brought it (`on_failure` 1:1) needs no tracking.
+    pub fn admit(&mut self, uid: u32, id: &MsgId, now: Time, waits: bool) -> Seen {
         if self.first_time(uid, id, now) {
-            self.committing.insert((uid, *id));
+            if waits {
+                self.committing.insert((uid, *id));
+            }
             Seen::First
         } else if self.committing.contains(&(uid, *id)) {
             Seen::Committing
@@ -70,7 +75,9 @@ impl Dedupe {
 
     /// The message was acked to its sender.
     pub fn committed(&mut self, uid: u32, id: &MsgId) {
-        self.committing.remove(&(uid, *id));
+        if !self.committing.is_empty() {
+            self.committing.remove(&(uid, *id));
+        }
     }
 
     /// Forgets a pair (its message was not accepted after all, so a retry must go through).
@@ -107,15 +114,22 @@ mod tests {
     fn a_retransmission_is_answered_only_once_the_first_copy_committed() {
         let mut d = Dedupe::new(10_000_000);
         let id = [7u8; 32];
-        assert_eq!(d.admit(1, &id, Time(0)), Seen::First);
-        assert_eq!(d.admit(1, &id, Time(1)), Seen::Committing);
+        assert_eq!(d.admit(1, &id, Time(0), true), Seen::First);
+        assert_eq!(d.admit(1, &id, Time(1), true), Seen::Committing);
         d.committed(1, &id);
-        assert_eq!(d.admit(1, &id, Time(2)), Seen::Committed);
+        assert_eq!(d.admit(1, &id, Time(2), true), Seen::Committed);
         d.forget(1, &id);
         assert_eq!(
-            d.admit(1, &id, Time(3)),
+            d.admit(1, &id, Time(3), true),
             Seen::First,
             "refused: a retry is new"
+        );
+        let other = [8u8; 32];
+        assert_eq!(d.admit(1, &other, Time(4), false), Seen::First);
+        assert_eq!(
+            d.admit(1, &other, Time(5), false),
+            Seen::Committed,
+            "not tracked"
         );
     }
 }

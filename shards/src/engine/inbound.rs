@@ -10,6 +10,7 @@ use super::commit::{group_ack, Accepted};
 use super::dedupe::Seen;
 use super::envelope;
 use super::{CloseReason, ConnId, Engine};
+use crate::config::Persist;
 
 impl Engine {
     /// One packet from a client.
@@ -106,7 +107,8 @@ impl Engine {
             return;
         };
         let (uid, role) = (s.uid, s.role);
-        match self.dedupe.admit(uid, msg_id, self.now) {
+        let waits = self.cfg.delivery.persist == Persist::BeforeAck;
+        match self.dedupe.admit(uid, msg_id, self.now, waits) {
             Seen::First => {}
             // A retransmission: the first copy is delivered; just ack again.
             Seen::Committed => return self.send_packet(conn, &ServerPacket::PubAck { msg_id }),
@@ -159,7 +161,7 @@ impl Engine {
             return;
         };
         let (uid, role) = (s.uid, s.role);
-        match self.dedupe.admit(uid, msg_id, self.now) {
+        match self.dedupe.admit(uid, msg_id, self.now, true) {
             Seen::First => {}
             Seen::Committed => return self.send_packet(conn, &group_ack(listed.is_some(), msg_id)),
             Seen::Committing => return,

@@ -39,6 +39,8 @@ pub(crate) async fn read_loop(
     while shard.is_open(conn) {
         let mut stop = None;
         let mut pos = 0;
+        // One clock reading and one wake-up pass for everything this read brought.
+        let t = crate::shard::now();
         // A session told to stop (or closed elsewhere: kick, shutdown) accepts nothing
         // more: during shutdown no new message may start its way to another shard.
         while stop.is_none() && shard.is_open(conn) {
@@ -54,21 +56,25 @@ pub(crate) async fn read_loop(
             let base = pos;
             pos += used;
             match ev {
-                Event::Packet { start, end } => shard.dispatch(In::Packet {
-                    conn,
-                    bytes: &buf[base + start..base + end],
-                }),
-                Event::Assembled(p) => shard.dispatch(In::Packet { conn, bytes: &p }),
-                Event::Reply(bytes) => shard.dispatch(In::Reply { conn, bytes }),
+                Event::Packet { start, end } => shard.feed(
+                    t,
+                    In::Packet {
+                        conn,
+                        bytes: &buf[base + start..base + end],
+                    },
+                ),
+                Event::Assembled(p) => shard.feed(t, In::Packet { conn, bytes: &p }),
+                Event::Reply(bytes) => shard.feed(t, In::Reply { conn, bytes }),
                 Event::Skip => {}
                 Event::Close(bytes) => {
-                    shard.dispatch(In::Reply { conn, bytes });
+                    shard.feed(t, In::Reply { conn, bytes });
                     stop = Some(CloseReason::WsClose);
                 }
             }
         }
         buf.drain(..pos);
-        shard.dispatch(In::ReadDone { conn, stop });
+        shard.feed(t, In::ReadDone { conn, stop });
+        shard.after_dispatch();
         if !shard.is_open(conn) {
             break;
         }

@@ -76,6 +76,8 @@ struct Conn {
     to_ack: Vec<(u8, MsgId)>,
     /// Receipts per message on this session.
     receipts: HashMap<MsgId, u32>,
+    /// When each push was last written to this session (redelivery spacing).
+    pushed_at: HashMap<MsgId, Time>,
     /// Per (sender, sending connection, 1:1 or group): the highest counter first received.
     order: HashMap<(u32, u64, bool), u64>,
     acked_here: HashMap<MsgId, u64>,
@@ -240,9 +242,23 @@ impl World {
                         );
                     }
                 }
+                let interval = self.cfg.delivery.redelivery_interval_ms;
                 if let Some(c) = self.conns.get_mut(&(shard, conn)) {
                     if c.closing {
                         return Err(format!("write to conn {conn} after its close"));
+                    }
+                    // Redelivery is spaced by the interval: a copy sooner is a second push.
+                    let now = self.now;
+                    if let Some(id) = out.packet().and_then(push_msg_id) {
+                        if let Some(prev) = c.pushed_at.insert(*id, now) {
+                            if prev.plus_ms(interval) > now {
+                                return Err(format!(
+                                    "conn {conn}: {:?} pushed again {} ms after the last copy (interval {interval} ms)",
+                                    ledger::parse(id),
+                                    now.micros_since(prev) / 1000
+                                ));
+                            }
+                        }
                     }
                     c.closing = out == Out::Close;
                     c.wire.push_back((e, out));
@@ -450,6 +466,7 @@ impl World {
                 slow: false,
                 to_ack: Vec::new(),
                 receipts: HashMap::new(),
+                pushed_at: HashMap::new(),
                 order: HashMap::new(),
                 acked_here: HashMap::new(),
             },
