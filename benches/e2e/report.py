@@ -211,5 +211,11 @@ w("")
 w("![group throughput and p99 against group size](plots/group.png)")
 w("")
 w("Raw loadgen output of every run: `benches/results/*.json`.")
+w("")
+w("## Changes to the core, A/B")
+w("")
+w("A change to the shard core is checked against the build before it with `benches/e2e/ab BASE_BINARY` "
+  "(both builds and the echo baseline interleaved in one run, 1:1 and group fan-out flat out, server CPU per "
+  "delivery): latest in [`AB.md`](AB.md).")
 open(os.path.join(benches, "RESULTS.md"), "w").write("\n".join(out) + "\n")
 print("wrote", os.path.join(benches, "RESULTS.md"))

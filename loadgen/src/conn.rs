@@ -208,6 +208,38 @@ impl Reader {
         Ok(n)
     }
 
+    /// Takes the first complete message out of `buf`, leaving the rest for [`Reader::drain`]
+    /// (a login takes its CONNECT_ACK this way: pushes the server sent right behind it are
+    /// the connection's, not the login's). WebSocket control frames before it are skipped.
+    pub fn next_packet(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
+        match self.framing {
+            Framing::Mqtt => Ok(None),
+            Framing::Prefix => match framing::check(&self.buf, MAX_FRAME)? {
+                Some(len) => {
+                    let frame = self.buf.split_to(framing::PREFIX + len);
+                    Ok(Some(frame[framing::PREFIX..].to_vec()))
+                }
+                None => Ok(None),
+            },
+            Framing::Ws => loop {
+                let Some(h) = ws::parse_header(&self.buf, MAX_FRAME)? else {
+                    return Ok(None);
+                };
+                if self.buf.len() < h.frame_len() {
+                    return Ok(None);
+                }
+                let frame = self.buf.split_to(h.frame_len());
+                match h.opcode {
+                    ws::Opcode::Binary | ws::Opcode::Text => {
+                        return Ok(Some(frame[h.header_len..].to_vec()))
+                    }
+                    ws::Opcode::Close => return Err(FrameError::WebSocket("closed")),
+                    _ => {}
+                }
+            },
+        }
+    }
+
     /// Takes every complete message out of `buf` (prefix or WebSocket framing), passing each
     /// body to `f`. WebSocket control frames are skipped; a close frame ends the stream.
     pub fn drain(&mut self, mut f: impl FnMut(&[u8])) -> Result<bool, FrameError> {

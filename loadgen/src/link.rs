@@ -160,11 +160,8 @@ async fn write_loop(link: Rc<Link>, mut wr: Writer) {
 }
 
 async fn read_loop(link: Rc<Link>, local: Rc<Local>, mut rd: Reader) {
+    // What the login left in the buffer (pushes right behind the CONNECT_ACK) first.
     loop {
-        match rd.fill().await {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
         let r = {
             let mut out = link.out.borrow_mut();
             let mut st = link.state.borrow_mut();
@@ -180,6 +177,10 @@ async fn read_loop(link: Rc<Link>, local: Rc<Local>, mut rd: Reader) {
             break;
         }
         link.wake_writer();
+        match rd.fill().await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
     }
     if !link.closed.get() {
         local.on_event(&link, Event::Closed);

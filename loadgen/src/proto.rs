@@ -127,27 +127,22 @@ impl Proto {
                 let mut out = Vec::new();
                 fr.packet(&mut out, &connect);
                 wr.write(out).await?;
+                // Only the CONNECT_ACK is the login's: the offline drain may follow it in
+                // the same read, and stays in the buffer for the connection's reader.
                 loop {
-                    let mut answer = None;
-                    let open = rd
-                        .drain(|p| {
-                            if answer.is_none() {
-                                answer = Some(match ServerPacket::decode(p) {
-                                    Ok(ServerPacket::ConnectAck { code: 0 }) => Ok(()),
-                                    Ok(ServerPacket::ConnectAck { code }) => {
-                                        Err(LoginError::Refused(code))
-                                    }
-                                    other => Err(LoginError::Protocol(format!(
-                                        "expected CONNECT_ACK, got {other:?}"
-                                    ))),
-                                });
-                            }
-                        })
+                    let first = rd
+                        .next_packet()
                         .map_err(|e| LoginError::Protocol(e.to_string()))?;
-                    if let Some(a) = answer {
-                        return a;
+                    if let Some(p) = first {
+                        return match ServerPacket::decode(&p) {
+                            Ok(ServerPacket::ConnectAck { code: 0 }) => Ok(()),
+                            Ok(ServerPacket::ConnectAck { code }) => Err(LoginError::Refused(code)),
+                            other => Err(LoginError::Protocol(format!(
+                                "expected CONNECT_ACK, got {other:?}"
+                            ))),
+                        };
                     }
-                    if !open || rd.fill().await? == 0 {
+                    if rd.fill().await? == 0 {
                         return Err(LoginError::Protocol("closed before CONNECT_ACK".into()));
                     }
                 }

@@ -198,6 +198,9 @@ pub struct DeliveryConfig {
     pub redelivery_max: u8,
     /// A sender's PUBLISH with a MsgId seen within this window is acked, not delivered again.
     pub dedupe_window_ms: u64,
+    /// At most this many recent MsgIds are remembered per sender (memory bounded by count,
+    /// not only by time; a client retransmits only publishes it has no ack for).
+    pub dedupe_per_sender: usize,
     /// Offline retention.
     pub retention_days: u64,
     /// Offline messages fetched per page when draining to a new session.
@@ -212,6 +215,7 @@ impl Default for DeliveryConfig {
             redelivery_interval_ms: 2_000,
             redelivery_max: 3,
             dedupe_window_ms: 60_000,
+            dedupe_per_sender: 1_024,
             retention_days: 7,
             offline_page: 256,
         }
@@ -313,7 +317,7 @@ impl Default for GroupsConfig {
 impl CoreConfig {
     /// Checks limits; the message names the offending field.
     pub fn validate(&self) -> Result<(), String> {
-        let checks: [(bool, &str); 12] = [
+        let checks: [(bool, &str); 13] = [
             (
                 self.net.max_frame >= 64,
                 "net.max_frame must be at least 64",
@@ -345,6 +349,10 @@ impl CoreConfig {
             (
                 self.delivery.offline_page >= 1,
                 "delivery.offline_page must be >= 1",
+            ),
+            (
+                self.delivery.dedupe_per_sender >= 1,
+                "delivery.dedupe_per_sender must be >= 1",
             ),
             (
                 !self.auth.secret.is_empty(),

@@ -125,7 +125,9 @@ impl Engine {
         // of this connection still being committed. No queue, nothing to wait for.
         if self.cfg.delivery.persist == Persist::OnFailure
             && !self.commits.contains_key(&key)
-            && accepted.iter().all(|a| matches!(a, Accepted::Direct { .. }))
+            && accepted
+                .iter()
+                .all(|a| matches!(a, Accepted::Direct { .. }))
         {
             let msgs: Vec<(u32, MsgId, Bytes)> = accepted
                 .into_iter()

@@ -1,18 +1,25 @@
 //! Remembers recent (sender, MsgId) pairs so a sender's retransmitted PUBLISH is acked but not
-//! delivered twice. Two generations of hash sets, rotated every window: a pair is remembered
-//! for between one and two windows, memory is bounded by the traffic of two windows, and
-//! every operation is O(1). One per shard, for the users it owns.
+//! delivered twice. Bounded by time and by count: a pair is remembered for `window`, and
+//! each sender's last `per_sender` ids at most (the way MQTT bounds packet ids by the
+//! in-flight limit: a client retransmits only what it has not had acked, far fewer than
+//! that). Each sender has its own small table, so no table ever grows with the traffic of
+//! the whole shard, and nothing rehashes a huge set on the shard thread; senders with no
+//! id left in the window are dropped by a sweep once per window. One per shard, for the
+//! users it owns.
+//!
+//! Also tracks the publishes still being committed (see [`Seen::Committing`]).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use im_protocol::MsgId;
+use rustc_hash::FxHashMap;
 
 use super::Time;
 
 /// What a (sender, MsgId) pair is to the dedupe window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Seen {
-    /// Not seen within the window: a new message (now remembered, and committing).
+    /// Not seen within the window: a new message (now remembered).
     First,
     /// Seen and committed: a retransmission to ack again.
     Committed,
@@ -21,24 +28,48 @@ pub(crate) enum Seen {
     Committing,
 }
 
+/// One sender's recent ids: when each was first seen, and their order for eviction.
+#[derive(Default)]
+struct Recent {
+    /// MsgIds are chosen by clients: SipHash (std) against crafted collisions.
+    seen: HashMap<MsgId, Time>,
+    order: VecDeque<(MsgId, Time)>,
+}
+
+impl Recent {
+    /// Drops what is older than the window and, past `max`, the oldest.
+    fn trim(&mut self, now: Time, window: u64, max: usize) {
+        while let Some(&(id, t)) = self.order.front() {
+            if now.micros_since(t) < window && self.order.len() <= max {
+                break;
+            }
+            self.order.pop_front();
+            // A forgotten and re-admitted id has a newer entry: keep that one.
+            if self.seen.get(&id) == Some(&t) {
+                self.seen.remove(&id);
+            }
+        }
+    }
+}
+
 pub(crate) struct Dedupe {
-    /// Microseconds.
+    /// Microseconds; 0 turns dedupe off.
     window: u64,
-    current: HashSet<(u32, MsgId)>,
-    previous: HashSet<(u32, MsgId)>,
-    rotated: Time,
+    per_sender: usize,
+    senders: FxHashMap<u32, Recent>,
+    last_sweep: Time,
     /// Pairs accepted and not yet acked or refused.
     committing: HashSet<(u32, MsgId)>,
 }
 
 impl Dedupe {
-    /// A window of `window` microseconds (0: no dedupe).
-    pub fn new(window: u64) -> Self {
+    /// A window of `window` microseconds (0: no dedupe), at most `per_sender` ids per sender.
+    pub fn new(window: u64, per_sender: usize) -> Self {
         Self {
             window,
-            current: HashSet::new(),
-            previous: HashSet::new(),
-            rotated: Time::default(),
+            per_sender: per_sender.max(1),
+            senders: FxHashMap::default(),
+            last_sweep: Time::default(),
             committing: HashSet::new(),
         }
     }
@@ -48,12 +79,15 @@ impl Dedupe {
         if self.window == 0 {
             return true;
         }
-        if now.micros_since(self.rotated) >= self.window {
-            self.previous = std::mem::take(&mut self.current);
-            self.rotated = now;
+        let r = self.senders.entry(uid).or_default();
+        r.trim(now, self.window, self.per_sender);
+        if r.seen.contains_key(id) {
+            return false;
         }
-        let key = (uid, *id);
-        !self.previous.contains(&key) && self.current.insert(key)
+        r.seen.insert(*id, now);
+        r.order.push_back((*id, now));
+        r.trim(now, self.window, self.per_sender);
+        true
     }
 
     /// Records a publish: new, or a retransmission. `waits`: its commit may wait (for
@@ -83,8 +117,28 @@ impl Dedupe {
     /// Forgets a pair (its message was not accepted after all, so a retry must go through).
     pub fn forget(&mut self, uid: u32, id: &MsgId) {
         self.committing.remove(&(uid, *id));
-        self.current.remove(&(uid, *id));
-        self.previous.remove(&(uid, *id));
+        if let Some(r) = self.senders.get_mut(&uid) {
+            r.seen.remove(id);
+        }
+    }
+
+    /// Drops senders with nothing left in the window; does the work once per window.
+    pub fn sweep(&mut self, now: Time) {
+        if self.window == 0 || now.micros_since(self.last_sweep) < self.window {
+            return;
+        }
+        self.last_sweep = now;
+        let (window, max) = (self.window, self.per_sender);
+        self.senders.retain(|_, r| {
+            r.trim(now, window, max);
+            !r.order.is_empty()
+        });
+    }
+
+    /// Ids remembered over all senders.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.senders.values().map(|r| r.seen.len()).sum()
     }
 }
 
@@ -93,26 +147,52 @@ mod tests {
     use super::*;
 
     #[test]
-    fn remembers_within_the_window_and_forgets_after_two() {
+    fn remembers_within_the_window_only() {
         let w = 10_000_000;
-        let mut d = Dedupe::new(w);
+        let mut d = Dedupe::new(w, 100);
         let t0 = Time(5);
         let id = [1u8; 32];
         assert!(d.first_time(1, &id, t0));
         assert!(!d.first_time(1, &id, t0));
         assert!(d.first_time(2, &id, t0), "per sender");
         assert!(
-            !d.first_time(1, &id, Time(t0.0 + w)),
-            "still in the previous generation"
+            !d.first_time(1, &id, Time(t0.0 + w - 1)),
+            "still in the window"
         );
-        assert!(d.first_time(1, &id, Time(t0.0 + w * 3)));
+        assert!(d.first_time(1, &id, Time(t0.0 + w)), "the window is over");
         d.forget(1, &id);
-        assert!(d.first_time(1, &id, Time(t0.0 + w * 3)));
+        assert!(d.first_time(1, &id, Time(t0.0 + w)));
+    }
+
+    #[test]
+    fn bounded_by_count_per_sender() {
+        let mut d = Dedupe::new(60_000_000, 4);
+        for n in 0..10u8 {
+            assert!(d.first_time(1, &[n; 32], Time(1)));
+        }
+        assert_eq!(d.len(), 4, "only the last 4 ids of the sender");
+        assert!(!d.first_time(1, &[9; 32], Time(2)), "recent: remembered");
+        assert!(d.first_time(1, &[0; 32], Time(2)), "evicted: new again");
+    }
+
+    #[test]
+    fn the_sweep_drops_idle_senders_and_a_forgotten_id_can_return() {
+        let w = 1_000;
+        let mut d = Dedupe::new(w, 8);
+        for uid in 0..100 {
+            d.first_time(uid, &[1; 32], Time(1));
+        }
+        d.sweep(Time(1 + w));
+        assert_eq!((d.len(), d.senders.len()), (0, 0));
+        d.first_time(7, &[2; 32], Time(3_000));
+        d.forget(7, &[2; 32]);
+        assert!(d.first_time(7, &[2; 32], Time(3_500)), "re-admitted");
+        assert!(!d.first_time(7, &[2; 32], Time(3_600)));
     }
 
     #[test]
     fn a_retransmission_is_answered_only_once_the_first_copy_committed() {
-        let mut d = Dedupe::new(10_000_000);
+        let mut d = Dedupe::new(10_000_000, 16);
         let id = [7u8; 32];
         assert_eq!(d.admit(1, &id, Time(0), true), Seen::First);
         assert_eq!(d.admit(1, &id, Time(1), true), Seen::Committing);

@@ -318,7 +318,10 @@ pub struct Engine {
 impl Engine {
     /// The engine of shard `id` of `shards`.
     pub fn new(id: usize, shards: usize, cfg: Arc<CoreConfig>, stats: Arc<ShardStats>) -> Self {
-        let window = cfg.delivery.dedupe_window_ms;
+        let (window, per_sender) = (
+            cfg.delivery.dedupe_window_ms,
+            cfg.delivery.dedupe_per_sender,
+        );
         Self {
             id,
             shards,
@@ -327,7 +330,7 @@ impl Engine {
             now: Time::default(),
             sessions: HashMap::default(),
             users: HashMap::default(),
-            dedupe: Dedupe::new(window.saturating_mul(1000)),
+            dedupe: Dedupe::new(window.saturating_mul(1000), per_sender),
             fanout: VecDeque::new(),
             backlog: 0,
             timers: BinaryHeap::new(),
@@ -364,7 +367,10 @@ impl Engine {
             Event::Fetched { token, result } => self.on_fetched(token, result),
             Event::Resolved { token, result } => self.on_resolved(token, result),
             Event::Send { msg, reply } => self.system_send(msg, reply),
-            Event::Tick => self.tick(),
+            Event::Tick => {
+                self.dedupe.sweep(self.now);
+                self.tick()
+            }
             Event::FanoutStep => self.fanout_step(),
             Event::Shutdown => self.shutdown(),
         }
