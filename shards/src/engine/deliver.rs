@@ -111,8 +111,14 @@ impl Engine {
 
     /// Pushes a message to a session (or holds it while the offline backlog drains).
     pub(super) fn push(&mut self, conn: ConnId, push: Rc<PendingPush>) {
-        if push.seq.is_some() && self.drained_already(conn, &push) {
-            return;
+        if let Some(seq) = push.seq {
+            if self.acked_through_drain(push.uid, seq) {
+                // Delivered and acked from the store while this copy was on its way.
+                return self.acked(&push);
+            }
+            if self.drained_already(conn, &push) {
+                return;
+            }
         }
         let c = &self.cfg.session;
         // Held only while the backlog is fetched from storage: bounded, but not a sign
@@ -189,6 +195,10 @@ impl Engine {
         };
         self.stats.message(Msg::Acked, 1);
         self.acked(&found.push);
+        if let (None, Some(seq)) = (found.push.accepted, found.push.seq) {
+            let uid = found.push.uid;
+            self.remember_acked_stored(uid, seq);
+        }
         self.drain_on_ack(conn);
     }
 

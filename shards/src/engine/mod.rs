@@ -313,7 +313,17 @@ pub struct Engine {
     stopping: bool,
     out: Vec<Action>,
     scratch: Vec<ConnId>,
+    /// Stored copies acked through a drained push, per user, for [`ACKED_STORED_FOR_MS`]:
+    /// a live copy of the same message still on its way (its mail held up while the user
+    /// reconnected and drained) is then known as delivered, not pushed again.
+    acked_stored: HashMap<u32, VecDeque<(u64, Time)>>,
+    acked_stored_swept: Time,
 }
+
+/// How long an acked stored copy is remembered (see `Engine::acked_stored`).
+const ACKED_STORED_FOR_MS: u64 = 60_000;
+/// At most this many per user.
+const ACKED_STORED_MAX: usize = 256;
 
 impl Engine {
     /// The engine of shard `id` of `shards`.
@@ -341,6 +351,8 @@ impl Engine {
             stopping: false,
             out: Vec::new(),
             scratch: Vec::new(),
+            acked_stored: HashMap::default(),
+            acked_stored_swept: Time::default(),
         }
     }
 
@@ -369,6 +381,7 @@ impl Engine {
             Event::Send { msg, reply } => self.system_send(msg, reply),
             Event::Tick => {
                 self.dedupe.sweep(self.now);
+                self.sweep_acked_stored();
                 self.tick()
             }
             Event::FanoutStep => self.fanout_step(),
@@ -431,6 +444,40 @@ impl Engine {
         self.next_token += 1;
         self.waiting.insert(self.next_token, w);
         self.next_token
+    }
+
+    /// A drained push of a stored copy was acked: remember it for a while.
+    fn remember_acked_stored(&mut self, uid: u32, seq: u64) {
+        let q = self.acked_stored.entry(uid).or_default();
+        if q.len() == ACKED_STORED_MAX {
+            q.pop_front();
+        }
+        q.push_back((seq, self.now));
+    }
+
+    /// A live push whose stored copy this user already acked through a drain.
+    fn acked_through_drain(&self, uid: u32, seq: u64) -> bool {
+        self.acked_stored
+            .get(&uid)
+            .is_some_and(|q| q.iter().any(|(s, _)| *s == seq))
+    }
+
+    /// Forgets what is older than [`ACKED_STORED_FOR_MS`]; once per that period.
+    fn sweep_acked_stored(&mut self) {
+        let now = self.now;
+        if now.micros_since(self.acked_stored_swept) < ACKED_STORED_FOR_MS * 1000 {
+            return;
+        }
+        self.acked_stored_swept = now;
+        self.acked_stored.retain(|_, q| {
+            while q
+                .front()
+                .is_some_and(|(_, t)| t.plus_ms(ACKED_STORED_FOR_MS) <= now)
+            {
+                q.pop_front();
+            }
+            !q.is_empty()
+        });
     }
 
     fn shutdown(&mut self) {

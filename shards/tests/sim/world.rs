@@ -305,7 +305,15 @@ impl World {
                     fail: false,
                 })
             }
-            Action::Remove { uid, seqs } => self.store_op(StoreOp::Remove { uid, seqs }),
+            Action::Remove { uid, seqs } => {
+                if std::env::var("SIM_TRACE").is_ok() {
+                    eprintln!(
+                        "t={} shard {shard} removes {seqs:?} for user {uid}",
+                        self.now.0
+                    );
+                }
+                self.store_op(StoreOp::Remove { uid, seqs })
+            }
             Action::Fetch {
                 token,
                 uid,
@@ -377,6 +385,16 @@ impl World {
                 } else {
                     let mut seqs = Vec::with_capacity(msgs.len());
                     for (uid, frame) in msgs {
+                        if std::env::var("SIM_TRACE").is_ok() {
+                            if let Some(id) = push_msg_id(&frame) {
+                                eprintln!(
+                                    "t={} stored seq {} = {:?} for user {uid}",
+                                    self.now.0,
+                                    self.next_seq,
+                                    ledger::parse(id)
+                                );
+                            }
+                        }
                         let seq = self.next_seq;
                         self.next_seq += 1;
                         self.store.entry(uid).or_default().insert(seq, frame);
@@ -390,6 +408,9 @@ impl World {
                 }
             }
             Job::Store(StoreOp::Remove { uid, seqs }) => {
+                if std::env::var("SIM_TRACE").is_ok() {
+                    eprintln!("t={} applied remove {seqs:?} for user {uid}", self.now.0);
+                }
                 if let Some(m) = self.store.get_mut(&uid) {
                     for s in seqs {
                         m.remove(&s);
@@ -405,6 +426,12 @@ impl World {
                 limit,
                 fail,
             }) => {
+                if std::env::var("SIM_TRACE").is_ok() {
+                    eprintln!(
+                        "t={} applied fetch for user {uid} after {after} (fail {fail})",
+                        self.now.0
+                    );
+                }
                 let result = if fail {
                     Err(Failed)
                 } else {
