@@ -109,11 +109,20 @@ impl Engine {
         let Some(s) = self.sessions.get_mut(&conn) else {
             return;
         };
+        let after = s.drain.after;
         let held = s.held.take().unwrap_or_default();
         for p in held {
-            if !self.drained_already(conn, &p) {
-                self.push_now(conn, p);
+            if self.drained_already(conn, &p) {
+                continue;
             }
+            // Stored before the drain read past it, yet not read: its stored copy was
+            // removed first, i.e. acked by another session of the user. Pushing it now
+            // would put it behind newer ones; it is delivered.
+            if p.seq.is_some_and(|seq| seq <= after) {
+                self.acked(&p);
+                continue;
+            }
+            self.push_now(conn, p);
         }
     }
 
