@@ -8,62 +8,11 @@
 use std::sync::Arc;
 
 use futures_channel::oneshot;
-use im_protocol::MsgId;
 
+pub use crate::engine::requests::{ControlError, SessionInfo, SystemMessage, Target};
 use crate::route::mailbox::Mesh;
 use crate::route::routing::owner_of;
-use crate::route::Mail;
-
-/// One open session of a user.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SessionInfo {
-    pub session: u64,
-    pub transport: &'static str,
-    /// The client set the extension flag.
-    pub extensions: bool,
-}
-
-/// Who gets a server-side message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Target {
-    User(u32),
-    Group(u32),
-}
-
-/// A message sent by the server on behalf of `from` (0: the system).
-#[derive(Debug, Clone)]
-pub struct SystemMessage {
-    pub from: u32,
-    pub to: Target,
-    pub msg_id: MsgId,
-    pub payload: Vec<u8>,
-}
-
-/// A control request could not be served.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ControlError {
-    #[error("the shard's control queue is full; retry")]
-    Busy,
-    #[error("the server is shutting down")]
-    Gone,
-    /// Refused like a client publish, with the PUB_ERR code.
-    #[error("refused ({code}): {why}")]
-    Refused { code: u32, why: &'static str },
-}
-
-pub(crate) enum Request {
-    Ping {
-        reply: oneshot::Sender<()>,
-    },
-    Online {
-        uid: u32,
-        reply: oneshot::Sender<Vec<SessionInfo>>,
-    },
-    Send {
-        msg: SystemMessage,
-        reply: oneshot::Sender<Result<(), ControlError>>,
-    },
-}
+use crate::route::{Mail, Request};
 
 /// The control plane's way into the shards. Cheap to clone, usable from any thread.
 #[derive(Clone)]

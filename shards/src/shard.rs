@@ -36,7 +36,7 @@ use crate::auth::callback::AuthCallback;
 use crate::auth::limiter::AuthLimiter;
 use crate::auth::TokenAuth;
 use crate::config::CoreConfig;
-use crate::control::{ControlError, Request};
+use crate::engine::requests::ControlError;
 use crate::engine::{Action, ConnId, Engine, Event, Failed, Out, Time, Token};
 use crate::membership::GroupCache;
 use crate::net::conn;
@@ -45,7 +45,7 @@ use crate::net::listener;
 use crate::net::tls_session;
 use crate::net::transport::TransportKind;
 use crate::route::mailbox::Mesh;
-use crate::route::Mail;
+use crate::route::{Mail, Request};
 use crate::stats::ShardStats;
 
 /// What every shard shares (read-only) with the others.

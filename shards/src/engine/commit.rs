@@ -17,9 +17,9 @@ use im_protocol::{MsgId, ServerPacket};
 
 use super::dedupe::Seen;
 use super::envelope;
+use super::requests::{ControlError, SystemMessage, Target};
 use super::{Action, Batch, ConnId, Delivery, Engine, Failed, Members, Token, Uids, Waiter};
 use crate::config::Persist;
-use crate::control::{ControlError, SystemMessage, Target};
 use crate::stats::Msg;
 
 /// A publish that passed validation, waiting for its read to end.

@@ -26,6 +26,7 @@ mod drain;
 pub mod envelope;
 mod inbound;
 mod members;
+pub mod requests;
 mod session;
 #[cfg(test)]
 mod tests;
@@ -42,8 +43,8 @@ use im_storage::StoredMessage;
 // uids): FxHash is a few instructions where SipHash's flooding resistance buys nothing.
 use rustc_hash::FxHashMap as HashMap;
 
+use self::requests::{ControlError, SessionInfo, SystemMessage};
 use crate::config::CoreConfig;
-use crate::control::{ControlError, SessionInfo, SystemMessage};
 use crate::stats::ShardStats;
 
 use self::commit::{CommitQueue, QueueKey};

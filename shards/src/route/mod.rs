@@ -4,7 +4,9 @@
 pub mod mailbox;
 pub mod routing;
 
-use crate::control::Request;
+use futures_channel::oneshot;
+
+use crate::engine::requests::{ControlError, SessionInfo, SystemMessage};
 use crate::engine::{Batch, Delivery};
 use crate::net::handoff::Handoff;
 
@@ -18,4 +20,19 @@ pub(crate) enum Mail {
     Fanout(Batch),
     /// A request from the control plane.
     Control(Request),
+}
+
+/// A request from the control plane, answered over a oneshot channel any executor can await.
+pub(crate) enum Request {
+    Ping {
+        reply: oneshot::Sender<()>,
+    },
+    Online {
+        uid: u32,
+        reply: oneshot::Sender<Vec<SessionInfo>>,
+    },
+    Send {
+        msg: SystemMessage,
+        reply: oneshot::Sender<Result<(), ControlError>>,
+    },
 }
