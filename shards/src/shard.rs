@@ -558,6 +558,78 @@ impl Shard {
     }
 }
 
+impl conn::Host for Shard {
+    fn cfg(&self) -> &CoreConfig {
+        &self.cfg
+    }
+
+    fn now(&self) -> Time {
+        now()
+    }
+
+    fn feed(self: &Rc<Self>, t: Time, ev: Event<'_>) {
+        Shard::feed(self, t, ev)
+    }
+
+    fn after_dispatch(&self) {
+        Shard::after_dispatch(self)
+    }
+
+    fn dispatch(self: &Rc<Self>, ev: Event<'_>) {
+        Shard::dispatch(self, ev)
+    }
+
+    fn is_open(&self, conn: ConnId) -> bool {
+        Shard::is_open(self, conn)
+    }
+
+    fn readable(&self, conn: ConnId) -> impl std::future::Future<Output = ()> + '_ {
+        Shard::readable(self, conn)
+    }
+
+    fn conn_done(&self, conn: ConnId) {
+        Shard::conn_done(self, conn)
+    }
+}
+
+impl listener::Gate for Shard {
+    fn id(&self) -> usize {
+        self.id
+    }
+
+    fn cfg(&self) -> &CoreConfig {
+        &self.cfg
+    }
+
+    fn tls(&self) -> Option<Arc<rustls::ServerConfig>> {
+        self.tls.clone()
+    }
+
+    fn auth(&self) -> &TokenAuth {
+        &self.auth
+    }
+
+    fn limiter(&self) -> &AuthLimiter {
+        &self.limiter
+    }
+
+    fn callback(&self) -> Option<&Arc<dyn AuthCallback>> {
+        self.callback.as_ref()
+    }
+
+    fn stats(&self) -> &ShardStats {
+        &self.stats
+    }
+
+    fn mesh(&self) -> &Mesh<Mail> {
+        &self.mesh
+    }
+
+    fn attach(self: &Rc<Self>, h: Handoff) {
+        Shard::attach(self, h)
+    }
+}
+
 /// Longest the fan-out worker waits for the writes of its last step before going on.
 const WRITE_WAIT: Duration = Duration::from_millis(20);
 
@@ -603,7 +675,7 @@ pub(crate) async fn run(
         listeners.push((shard.cfg.tls.wss_port, TransportKind::Wss));
     }
     for (port, kind) in listeners {
-        match listener::bind(&shard, port) {
+        match listener::bind(&shard.cfg, port) {
             Ok(l) => {
                 let (tx, rx) = local_sync::oneshot::channel();
                 stops.push(tx);

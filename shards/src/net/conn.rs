@@ -8,6 +8,7 @@
 //!   what it wrote to the engine, and on `Out::Close` flushes, half-closes, lingers so the
 //!   client can read the last packet, then shuts the socket down.
 
+use std::future::Future;
 use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::time::Duration;
@@ -17,9 +18,29 @@ use local_sync::mpsc::unbounded::Rx;
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 
-use crate::engine::{CloseReason, ConnId, Event as In, Out};
+use crate::config::CoreConfig;
+use crate::engine::{CloseReason, ConnId, Event as In, Out, Time};
 use crate::net::transport::{Event, Framing, TransportKind};
-use crate::shard::Shard;
+
+/// What a connection's tasks need from the shard that runs them (the driver implements it;
+/// the tasks never name it, so sockets and the driver do not import each other).
+pub(crate) trait Host: 'static {
+    fn cfg(&self) -> &CoreConfig;
+    /// The engine's clock.
+    fn now(&self) -> Time;
+    /// Hands the engine an event at `t` without waking parked tasks yet.
+    fn feed(self: &Rc<Self>, t: Time, ev: In<'_>);
+    /// Wakes the tasks parked on what the fed events changed.
+    fn after_dispatch(&self);
+    /// [`Host::feed`] now, then [`Host::after_dispatch`].
+    fn dispatch(self: &Rc<Self>, ev: In<'_>);
+    /// The connection has a live session that reads input.
+    fn is_open(&self, conn: ConnId) -> bool;
+    /// Resolves when the connection may read more input.
+    fn readable(&self, conn: ConnId) -> impl Future<Output = ()> + '_;
+    /// The writer of `conn` is done.
+    fn conn_done(&self, conn: ConnId);
+}
 
 /// Initial read buffer; it grows to the largest frame seen and shrinks back when empty.
 const READ_INITIAL: usize = 1024;
@@ -27,20 +48,20 @@ const READ_SHRINK_ABOVE: usize = 64 * 1024;
 /// Most bytes coalesced into one write.
 const WRITE_BATCH: usize = 64 * 1024;
 
-pub(crate) async fn read_loop(
-    shard: Rc<Shard>,
+pub(crate) async fn read_loop<H: Host>(
+    shard: Rc<H>,
     conn: ConnId,
     mut rd: impl AsyncReadRent,
     mut buf: Vec<u8>,
     mut framing: Framing,
 ) {
-    let max = shard.cfg.net.max_frame;
+    let max = shard.cfg().net.max_frame;
     // A connection refused at open (duplicate login, shutdown) is never read.
     while shard.is_open(conn) {
         let mut stop = None;
         let mut pos = 0;
         // One clock reading and one wake-up pass for everything this read brought.
-        let t = crate::shard::now();
+        let t = shard.now();
         // A session told to stop (or closed elsewhere: kick, shutdown) accepts nothing
         // more: during shutdown no new message may start its way to another shard.
         while stop.is_none() && shard.is_open(conn) {
@@ -118,17 +139,20 @@ async fn discard_until_eof(rd: &mut impl AsyncReadRent, mut buf: Vec<u8>) {
     }
 }
 
-pub(crate) async fn write_loop(
-    shard: Rc<Shard>,
+pub(crate) async fn write_loop<H: Host>(
+    shard: Rc<H>,
     conn: ConnId,
     kind: TransportKind,
     fd: RawFd,
     mut wr: impl AsyncWriteRent,
     mut rx: Rx<Out>,
 ) {
-    let cfg = shard.cfg.clone();
+    let (write_timeout_ms, linger_ms) = (
+        shard.cfg().session.write_timeout_ms,
+        shard.cfg().session.close_linger_ms,
+    );
     let framing = Framing::new(kind);
-    let write_timeout = Duration::from_millis(cfg.session.write_timeout_ms);
+    let write_timeout = Duration::from_millis(write_timeout_ms);
     let mut wbuf: Vec<u8> = Vec::new();
     while let Some(first) = rx.recv().await {
         let mut items = 0;
@@ -185,7 +209,7 @@ pub(crate) async fn write_loop(
     // Half-close so the client sees our last packet and then EOF; wait for it to go away
     // (the reader keeps draining), then shut down both directions, which ends the reader.
     shutdown(fd, libc::SHUT_WR);
-    monoio::time::sleep(Duration::from_millis(cfg.session.close_linger_ms)).await;
+    monoio::time::sleep(Duration::from_millis(linger_ms)).await;
     shutdown(fd, libc::SHUT_RDWR);
 }
 

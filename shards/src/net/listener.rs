@@ -8,6 +8,7 @@
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use im_protocol::packet::connack;
@@ -17,30 +18,47 @@ use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::{ListenerOpts, TcpListener, TcpStream};
 
-use crate::auth::callback::Verdict;
-use crate::auth::limiter::Recorded;
-use crate::config::AuthMode;
+use crate::auth::callback::{AuthCallback, Verdict};
+use crate::auth::limiter::{AuthLimiter, Recorded};
+use crate::auth::TokenAuth;
+use crate::config::{AuthMode, CoreConfig};
 use crate::net::conn::{finish, refuse_and_close};
 use crate::net::handoff::{Arrival, Handoff};
 use crate::net::tls::{PreTls, TlsState};
 use crate::net::transport::{Event, Framing, TransportKind};
+use crate::route::mailbox::Mesh;
 use crate::route::routing::owner_of;
 use crate::route::Mail;
-use crate::shard::Shard;
+use crate::stats::ShardStats;
+
+/// What the accept path needs from the shard it runs on (the driver implements it; this
+/// module never names the driver).
+pub(crate) trait Gate: 'static {
+    fn id(&self) -> usize;
+    fn cfg(&self) -> &CoreConfig;
+    fn tls(&self) -> Option<Arc<rustls::ServerConfig>>;
+    fn auth(&self) -> &TokenAuth;
+    fn limiter(&self) -> &AuthLimiter;
+    fn callback(&self) -> Option<&Arc<dyn AuthCallback>>;
+    fn stats(&self) -> &ShardStats;
+    fn mesh(&self) -> &Mesh<Mail>;
+    /// Adopts an authenticated connection of a user this shard owns.
+    fn attach(self: &Rc<Self>, h: Handoff);
+}
 
 /// Binds a listener with SO_REUSEPORT (every shard binds the same port).
-pub(crate) fn bind(shard: &Shard, port: u16) -> std::io::Result<TcpListener> {
-    let addr = format!("{}:{}", shard.cfg.net.bind, port);
+pub(crate) fn bind(cfg: &CoreConfig, port: u16) -> std::io::Result<TcpListener> {
+    let addr = format!("{}:{}", cfg.net.bind, port);
     let opts = ListenerOpts::new()
         .reuse_port(true)
         .reuse_addr(true)
-        .backlog(shard.cfg.net.backlog);
+        .backlog(cfg.net.backlog);
     TcpListener::bind_with_config(addr, &opts)
 }
 
 /// Accepts until the shard stops.
-pub(crate) async fn accept_loop(
-    shard: Rc<Shard>,
+pub(crate) async fn accept_loop<G: Gate>(
+    shard: Rc<G>,
     listener: TcpListener,
     kind: TransportKind,
     mut stop: local_sync::oneshot::Receiver<()>,
@@ -100,10 +118,12 @@ impl PreAuthIo for PreTls {
 }
 
 /// A TLS connection: handshake (within the CONNECT timeout), then as any other.
-async fn pre_auth_tls(shard: Rc<Shard>, stream: TcpStream, kind: TransportKind, peer: IpAddr) {
+async fn pre_auth_tls<G: Gate>(shard: Rc<G>, stream: TcpStream, kind: TransportKind, peer: IpAddr) {
     let _ = stream.set_nodelay(true);
-    let Some(cfg) = shard.tls.clone() else { return };
-    let timeout = Duration::from_millis(shard.cfg.session.connect_timeout_ms);
+    let Some(cfg) = shard.tls().clone() else {
+        return;
+    };
+    let timeout = Duration::from_millis(shard.cfg().session.connect_timeout_ms);
     let mut pre = match PreTls::new(stream, cfg) {
         Ok(p) => p,
         Err(e) => {
@@ -118,12 +138,17 @@ async fn pre_auth_tls(shard: Rc<Shard>, stream: TcpStream, kind: TransportKind, 
     }
 }
 
-async fn pre_auth(shard: Rc<Shard>, mut stream: impl PreAuthIo, kind: TransportKind, peer: IpAddr) {
+async fn pre_auth<G: Gate>(
+    shard: Rc<G>,
+    mut stream: impl PreAuthIo,
+    kind: TransportKind,
+    peer: IpAddr,
+) {
     let fd = stream.as_raw_fd();
-    let cfg = &shard.cfg;
+    let cfg = &shard.cfg();
     let linger = Duration::from_millis(cfg.session.close_linger_ms);
     let timeout = Duration::from_millis(cfg.session.connect_timeout_ms);
-    let first = monoio::time::timeout(timeout, read_first_packet(&shard, &mut stream, kind)).await;
+    let first = monoio::time::timeout(timeout, read_first_packet(&*shard, &mut stream, kind)).await;
     let (packet, leftover, framing) = match first {
         Ok(Ok(x)) => x,
         Ok(Err(Refusal::Http(resp))) => {
@@ -154,37 +179,37 @@ async fn pre_auth(shard: Rc<Shard>, mut stream: impl PreAuthIo, kind: TransportK
         }
     };
     let nack = |code| Some(ServerPacket::ConnectAck { code });
-    if !shard.limiter.allowed(peer, Instant::now()) {
+    if !shard.limiter().allowed(peer, Instant::now()) {
         tracing::debug!(%peer, "too many failed logins from this address; CONNECT_ACK 5");
-        shard.stats.limiter(true);
+        shard.stats().limiter(true);
         let n = nack(connack::TOO_MANY_ATTEMPTS);
         return refuse_and_close(stream, fd, kind, n, linger).await;
     }
-    let uid = match (&shard.callback, shard.cfg.auth.mode) {
+    let uid = match (&shard.callback(), shard.cfg().auth.mode) {
         (Some(cb), AuthMode::Http) => {
             match cb.check(username.to_vec(), password.to_vec(), role).await {
                 Verdict::Pass(uid) => uid,
                 Verdict::Denied => {
                     tracing::debug!("authentication callback denied");
-                    shard.stats.callback_failed(true);
-                    count_failure(&shard, peer);
+                    shard.stats().callback_failed(true);
+                    count_failure(&*shard, peer);
                     let n = nack(connack::BAD_CREDENTIALS);
                     return refuse_and_close(stream, fd, kind, n, linger).await;
                 }
                 Verdict::Unavailable(why) => {
                     tracing::warn!(%why, "authentication callback failed; CONNECT_ACK 4");
-                    shard.stats.callback_failed(false);
+                    shard.stats().callback_failed(false);
                     let n = nack(connack::UNAVAILABLE);
                     return refuse_and_close(stream, fd, kind, n, linger).await;
                 }
             }
         }
-        _ => match shard.auth.verify(username, password) {
+        _ => match shard.auth().verify(username, password) {
             Ok(uid) => uid,
             Err(e) => {
                 tracing::debug!(error = %e, "authentication failed");
-                shard.stats.auth_failed(&e);
-                count_failure(&shard, peer);
+                shard.stats().auth_failed(&e);
+                count_failure(&*shard, peer);
                 let n = nack(connack::BAD_CREDENTIALS);
                 return refuse_and_close(stream, fd, kind, n, linger).await;
             }
@@ -206,39 +231,39 @@ async fn pre_auth(shard: Rc<Shard>, mut stream: impl PreAuthIo, kind: TransportK
             flags,
         },
     };
-    let owner = owner_of(uid, shard.mesh.shards());
-    if owner == shard.id {
+    let owner = owner_of(uid, shard.mesh().shards());
+    if owner == shard.id() {
         shard.attach(handoff);
     } else {
         shard
-            .mesh
-            .send(shard.id, owner, Mail::Handoff(handoff))
+            .mesh()
+            .send(shard.id(), owner, Mail::Handoff(handoff))
             .await;
     }
 }
 
 /// Counts a failed login against its source address.
-fn count_failure(shard: &Shard, peer: IpAddr) {
-    if shard.limiter.failed(peer, Instant::now()) == Recorded::TableFull {
-        shard.stats.limiter(false);
+fn count_failure<G: Gate>(shard: &G, peer: IpAddr) {
+    if shard.limiter().failed(peer, Instant::now()) == Recorded::TableFull {
+        shard.stats().limiter(false);
     }
 }
 
 /// Reads until the first packet is complete. Returns it with any bytes after it.
-async fn read_first_packet(
-    shard: &Shard,
+async fn read_first_packet<G: Gate>(
+    shard: &G,
     stream: &mut impl PreAuthIo,
     kind: TransportKind,
 ) -> Result<(Vec<u8>, Vec<u8>, Framing), Refusal> {
     // CONNECT is small: an unauthenticated peer never makes us buffer a large frame.
-    let max = shard.cfg.net.max_frame.min(PRE_AUTH_MAX_FRAME);
+    let max = shard.cfg().net.max_frame.min(PRE_AUTH_MAX_FRAME);
     let mut buf = Vec::with_capacity(512);
     if kind.is_ws() {
         loop {
             read_more(stream, &mut buf).await?;
             let path = match kind {
-                TransportKind::Wss => &shard.cfg.tls.wss_path,
-                _ => &shard.cfg.net.ws_path,
+                TransportKind::Wss => &shard.cfg().tls.wss_path,
+                _ => &shard.cfg().net.ws_path,
             };
             match ws::server_handshake(&buf, path) {
                 Ok(None) => continue,
