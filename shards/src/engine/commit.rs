@@ -136,8 +136,7 @@ impl Engine {
                     Accepted::Group { .. } => None,
                 })
                 .collect();
-            let seqs = vec![None; msgs.len()];
-            return self.ack_and_route(key, origin, msgs, seqs);
+            return self.ack_and_route(key, origin, msgs, None);
         }
         let mut direct = Vec::new();
         let mut items = VecDeque::new();
@@ -276,8 +275,7 @@ impl Engine {
                 storing: false,
             } => match self.cfg.delivery.persist {
                 Persist::OnFailure => {
-                    let seqs = vec![None; msgs.len()];
-                    self.ack_and_route(key, origin, msgs, seqs);
+                    self.ack_and_route(key, origin, msgs, None);
                     None
                 }
                 Persist::BeforeAck => {
@@ -298,8 +296,7 @@ impl Engine {
                 storing: true,
             } => match reply {
                 Reply::Appended(Ok(seqs)) if seqs.len() == msgs.len() => {
-                    let seqs = seqs.into_iter().map(Some).collect();
-                    self.ack_and_route(key, origin, msgs, seqs);
+                    self.ack_and_route(key, origin, msgs, Some(seqs));
                     None
                 }
                 Reply::Appended(_) => {
@@ -475,10 +472,13 @@ impl Engine {
         key: QueueKey,
         origin: Origin,
         msgs: Vec<(u32, MsgId, Bytes)>,
-        seqs: Vec<Option<u64>>,
+        // The stored copies' sequence numbers (`before_ack`), aligned with `msgs`.
+        seqs: Option<Vec<u64>>,
     ) {
         self.stats.message(Msg::Accepted, msgs.len() as u64);
-        for ((to, msg_id, frame), seq) in msgs.into_iter().zip(seqs) {
+        let mut seqs = seqs.map(Vec::into_iter);
+        for (to, msg_id, frame) in msgs {
+            let seq = seqs.as_mut().and_then(Iterator::next);
             self.dedupe.committed(origin.uid, &msg_id);
             match origin.session {
                 Some(conn) => self.send_packet(conn, &ServerPacket::PubAck { msg_id: &msg_id }),
