@@ -1,13 +1,16 @@
 //! Offline messages in Redis (`storage.backend = "redis"`) end to end, against a real
 //! `redis-server` started by the test: stored as the seed's list per user, delivered in
-//! order at login, removed when acked, kept across a server restart.
+//! order at login, removed when acked, kept across a server restart. The clients are the
+//! Rust client library (`imclient`), as an application would use it.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{content, msg_id, Kind, Server};
+use common::sdk::{config, next_message, no_message_for, rt};
+use common::Server;
 use im_testkit::RedisServer;
+use imclient::{AckMode, Client};
 
 fn llen(redis: &RedisServer, uid: u32) -> usize {
     redis
@@ -28,19 +31,29 @@ fn offline_messages_live_in_redis_lists() {
             ("IMSERVER_DELIVERY__PERSIST", "before_ack"),
         ],
     );
-    let mut a = srv.connect(1, Kind::Tcp);
-    for i in 0..300u64 {
-        a.publish_acked(2, &msg_id(i), format!("m{i}").as_bytes());
-    }
+    let ids = rt().block_on(async {
+        let (a, _events) = Client::connect(config(&srv, 1, "tcp")).await.unwrap();
+        let mut ids = Vec::new();
+        for i in 0..300u64 {
+            ids.push(a.send(2, format!("m{i}").as_bytes()).await.unwrap());
+        }
+        a.close().await;
+        ids
+    });
     // before_ack: every acked publish is in Redis already.
     assert_eq!(llen(&redis, 2), 300);
-    drop(a);
     srv.restart();
-    let mut b = srv.connect(2, Kind::Ws);
-    for i in 0..300u64 {
-        let (id, payload) = b.recv_push_ack();
-        assert_eq!((id, content(&payload)), (msg_id(i), format!("m{i}")));
-    }
+    rt().block_on(async {
+        let mut cfg = config(&srv, 2, "ws");
+        cfg.ack_mode = AckMode::Manual;
+        let (_b, mut events) = Client::connect(cfg).await.unwrap();
+        for (i, id) in ids.iter().enumerate() {
+            let m = next_message(&mut events).await;
+            assert_eq!((&m.id, m.text()), (id, format!("m{i}")), "in order");
+            m.ack();
+        }
+        no_message_for(&mut events, Duration::from_millis(300)).await;
+    });
     // Acked messages are removed from the list.
     let t = Instant::now();
     while llen(&redis, 2) != 0 {

@@ -4,6 +4,7 @@
 
 pub mod api;
 mod client;
+pub mod sdk;
 
 pub use client::*;
 
