@@ -52,6 +52,12 @@ pub fn start(
         control: server.control(),
         store,
         registry: registry(metrics),
+        demo: cfg.demo.enabled.then(|| im_control::demo::DemoEndpoints {
+            ws_port: cfg.net.ws_port,
+            ws_path: cfg.net.ws_path.clone(),
+            wss_port: cfg.tls.enabled.then_some(cfg.tls.wss_port),
+            wss_path: cfg.tls.wss_path.clone(),
+        }),
     });
     let (tx, rx) = oneshot::channel::<()>();
     let task = rt.spawn(async move {

@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
+use im_control::demo::DemoConfig;
 use im_control::ControlConfig;
 use im_shards::config::{
     AuthConfig, DeliveryConfig, GroupsConfig, NetConfig, RuntimeConfig, SessionConfig, TlsConfig,
@@ -30,6 +31,7 @@ pub struct Config {
     pub redis: RedisConfig,
     pub scylla: ScyllaConfig,
     pub control: ControlConfig,
+    pub demo: DemoConfig,
     pub storage: StorageConfig,
     pub log: LogConfig,
 }

@@ -255,6 +255,13 @@ fn print_summary(cfg: &Config, server: &Server, path: Option<&Path>, store: &str
             "  http api   http://{}:{} (/metrics, /healthz, /readyz; admin endpoints need control.admin_secret)",
             cfg.control.bind, cfg.control.port
         );
+        if cfg.demo.enabled {
+            println!(
+                "  demo       http://{}:{}/demo/  (DEMO MODE: anyone reaching the HTTP API can log in as any uid; never in production)",
+                cfg.control.bind, cfg.control.port
+            );
+            tracing::warn!("demo.enabled: /demo/login hands out a token for any uid; never enable this in production");
+        }
     }
     match cfg.auth.mode {
         im_shards::config::AuthMode::Token => println!(

@@ -7,10 +7,12 @@
 //! - `GET /groups`, `POST /groups`, `GET|DELETE /groups/{gid}`,
 //!   `POST /groups/{gid}/members`, `POST /groups/{gid}/members/remove` — membership;
 //! - `GET /users/{uid}/online` — a user's sessions and their transports;
+//! - `/demo/` — the browser chat demo, only with `[demo] enabled` (see [`demo`]);
 //! - `GET /healthz`, `GET /readyz`, `GET /metrics` — open, everything else needs the admin
 //!   secret (`token: <secret>` as OpenIM clients send it, or `Authorization: Bearer <secret>`).
 
 pub mod callback;
+pub mod demo;
 mod groups;
 mod health;
 pub mod metrics;
@@ -66,6 +68,8 @@ pub struct AppState {
     pub control: ControlHandle,
     pub store: StoreHandle,
     pub registry: Registry,
+    /// The demo's transports when `[demo] enabled`, else `None` (no demo routes).
+    pub demo: Option<demo::DemoEndpoints>,
 }
 
 pub type State = Arc<AppState>;
@@ -103,7 +107,13 @@ pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// The API's routes.
 pub fn router(state: State) -> Router {
+    let demo = if state.demo.is_some() {
+        demo::routes()
+    } else {
+        Router::new()
+    };
     Router::new()
+        .merge(demo)
         .route("/auth/user_token", post(users::user_token))
         .route("/msg/send", post(users::send))
         .route("/users/{uid}/online", get(users::online))
