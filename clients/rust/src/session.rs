@@ -15,6 +15,9 @@ use crate::message::{Event, Kind, Message};
 use crate::recent::{Handed, Recent};
 use crate::transport::Transport;
 
+/// Commands written per flush at most.
+const BATCH: usize = 64;
+
 /// What the [`Client`](crate::Client) handle and [`Message::ack`] ask of the session.
 pub(crate) enum Command {
     Publish {
@@ -247,27 +250,8 @@ impl Session {
                     }
                 }
                 c = self.cmds.recv() => {
-                    let sent = match c {
-                        Some(Command::Publish { id, frame, reply, permit }) => {
-                            self.add_pending(id, frame.clone(), reply, permit);
-                            t.send(frame).await
-                        }
-                        Some(Command::Ack { id, ack_cmd }) => {
-                            self.recent.acked(&id, ack_cmd);
-                            t.send(ack_frame(ack_cmd, &id)).await
-                        }
-                        Some(Command::Close { done }) => {
-                            let _ = t.send(Bytes::from_static(&[im_protocol::cmd::DISCONNECT])).await;
-                            t.close().await;
-                            return End::Closed(done);
-                        }
-                        None => {
-                            t.close().await;
-                            return End::Closed(None);
-                        }
-                    };
-                    if let Err(e) = sent {
-                        return End::Lost(e.to_string());
+                    if let Some(end) = self.on_commands(&mut t, c).await {
+                        return end;
                     }
                 }
                 _ = sleep_until(deadline), if self.cfg.extensions => {
@@ -282,6 +266,52 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// Writes what `first` and the commands already queued behind it ask for (up to
+    /// [`BATCH`]) as one flush: many sends and acks per system call under load, one when
+    /// idle. `Some` ends the connection.
+    async fn on_commands(&mut self, t: &mut Transport, first: Option<Command>) -> Option<End> {
+        let mut next = first;
+        for n in 1.. {
+            let fed = match next {
+                Some(Command::Publish {
+                    id,
+                    frame,
+                    reply,
+                    permit,
+                }) => {
+                    self.add_pending(id, frame.clone(), reply, permit);
+                    t.feed(frame).await
+                }
+                Some(Command::Ack { id, ack_cmd }) => {
+                    self.recent.acked(&id, ack_cmd);
+                    t.feed(ack_frame(ack_cmd, &id)).await
+                }
+                Some(Command::Close { done }) => {
+                    let _ = t
+                        .feed(Bytes::from_static(&[im_protocol::cmd::DISCONNECT]))
+                        .await;
+                    t.close().await;
+                    return Some(End::Closed(done));
+                }
+                None => {
+                    t.close().await;
+                    return Some(End::Closed(None));
+                }
+            };
+            if let Err(e) = fed {
+                return Some(End::Lost(e.to_string()));
+            }
+            if n == BATCH {
+                break;
+            }
+            match self.cmds.try_recv() {
+                Ok(c) => next = Some(c),
+                Err(_) => break,
+            }
+        }
+        t.flush().await.err().map(|e| End::Lost(e.to_string()))
     }
 
     /// Handles one packet; `Some` ends the connection.

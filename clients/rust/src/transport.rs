@@ -110,6 +110,22 @@ impl Transport {
         }
     }
 
+    /// Queues one packet without flushing (a batch ends with [`flush`](Self::flush)).
+    pub(crate) async fn feed(&mut self, packet: Bytes) -> io::Result<()> {
+        match self {
+            Transport::Framed(f) => f.feed(packet).await,
+            Transport::Ws(ws) => ws.feed(WsMessage::Binary(packet)).await.map_err(ws_err),
+        }
+    }
+
+    /// Writes everything queued.
+    pub(crate) async fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Transport::Framed(f) => SinkExt::<Bytes>::flush(f).await,
+            Transport::Ws(ws) => SinkExt::flush(&mut **ws).await.map_err(ws_err),
+        }
+    }
+
     /// The next packet; `None` when the server closed the connection. Cancel-safe.
     pub(crate) async fn recv(&mut self) -> Option<io::Result<Bytes>> {
         match self {
