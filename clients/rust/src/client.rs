@@ -6,10 +6,11 @@ use bytes::Bytes;
 use im_protocol::{ClientPacket, MsgId, Targets};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
+use crate::command::Command;
 use crate::config::{AckMode, ClientConfig};
 use crate::error::{Error, SendError};
 use crate::message::Event;
-use crate::session::{login, Command, Session};
+use crate::session::{login, Session};
 
 /// A logged-in user. Cheap to clone; the session stops when the last clone is dropped or
 /// [`Client::close`] is called.

@@ -32,9 +32,11 @@ impl Scheme {
 /// `wss://im.example.com:8443/wss`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
+    /// The transport.
     pub scheme: Scheme,
     /// Host name or IP address; also the TLS server name.
     pub host: String,
+    /// The port.
     pub port: u16,
     /// The WebSocket path (`/ws` by default); unused by TCP.
     pub path: String,
@@ -118,6 +120,7 @@ pub enum AckMode {
 /// defaults; the fields are public to change.
 #[derive(Clone)]
 pub struct ClientConfig {
+    /// The server and transport.
     pub endpoint: Endpoint,
     /// The user id (sent as the decimal username).
     pub uid: u32,
@@ -129,6 +132,7 @@ pub struct ClientConfig {
     /// default; without them a refused publish is never answered, so `send` waits until the
     /// client stops — wrap it in a timeout.
     pub extensions: bool,
+    /// When incoming messages are acknowledged.
     pub ack_mode: AckMode,
     /// TLS settings for `tls://` and `wss://`; `None` trusts the Mozilla root certificates
     /// (webpki-roots).
@@ -136,6 +140,7 @@ pub struct ClientConfig {
     /// TCP connect, TLS and WebSocket handshakes and the CONNECT_ACK must all finish within
     /// this.
     pub connect_timeout: Duration,
+    /// Delays between reconnect attempts.
     pub backoff: Backoff,
     /// With extensions: send PING after this long without hearing from the server, and
     /// reconnect when nothing arrives for twice as long.

@@ -34,8 +34,11 @@
 //! # Ok(()) }
 //! ```
 
+#![warn(missing_docs)]
+
 mod backoff;
 mod client;
+mod command;
 mod config;
 mod error;
 mod message;

@@ -5,8 +5,8 @@ use im_protocol::{cmd, MsgId};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
+use crate::command::Command;
 use crate::error::Error;
-use crate::session::Command;
 
 /// What kind of push a message came as.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,9 +14,17 @@ pub enum Kind {
     /// A 1:1 message (PUBLISH).
     Direct,
     /// A group message (GROUP_PUBLISH) to group `gid`.
-    Group { gid: u32 },
+    Group {
+        /// The group id.
+        gid: u32,
+    },
     /// A message to some members of group `gid` (GROUP_PART_PUBLISH), with the target list.
-    Part { gid: u32, targets: Vec<u32> },
+    Part {
+        /// The group id.
+        gid: u32,
+        /// The members the sender listed.
+        targets: Vec<u32>,
+    },
 }
 
 impl Kind {
@@ -47,7 +55,9 @@ pub struct Envelope {
 /// A message pushed by the server.
 #[derive(Debug)]
 pub struct Message {
+    /// The sender's message id (32 bytes; 32 hex characters from most clients).
     pub id: MsgId,
+    /// 1:1, group or part group.
     pub kind: Kind,
     /// The payload as pushed: the JSON envelope by default, the sender's bytes in `raw`
     /// envelope mode.
@@ -97,11 +107,17 @@ impl Message {
 #[derive(Debug)]
 pub enum Event {
     /// A session was (re-)established; `reconnect` is false for the first one.
-    Connected { reconnect: bool },
+    Connected {
+        /// False for the first session.
+        reconnect: bool,
+    },
     /// A message for this user.
     Message(Message),
     /// The connection was lost; the client reconnects by itself.
-    Disconnected { reason: String },
+    Disconnected {
+        /// What happened, for logs.
+        reason: String,
+    },
     /// The server logged this session out because the same user logged in elsewhere
     /// (LOGOUT). The client has stopped and does not reconnect: that would log the other
     /// device out in turn.

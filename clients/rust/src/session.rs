@@ -9,6 +9,7 @@ use im_protocol::{packet::FLAG_EXTENSIONS, ClientPacket, MsgId, ServerPacket};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 use tokio::time::{sleep_until, timeout, Instant};
 
+use crate::command::Command;
 use crate::config::ClientConfig;
 use crate::error::{Error, SendError};
 use crate::message::{Event, Kind, Message};
@@ -17,23 +18,6 @@ use crate::transport::Transport;
 
 /// Commands written per flush at most.
 const BATCH: usize = 64;
-
-/// What the [`Client`](crate::Client) handle and [`Message::ack`] ask of the session.
-pub(crate) enum Command {
-    Publish {
-        id: MsgId,
-        frame: Bytes,
-        reply: oneshot::Sender<Result<MsgId, SendError>>,
-        permit: OwnedSemaphorePermit,
-    },
-    Ack {
-        id: MsgId,
-        ack_cmd: u8,
-    },
-    Close {
-        done: Option<oneshot::Sender<()>>,
-    },
-}
 
 /// A publish waiting for the server's answer.
 struct Pending {
