@@ -9,8 +9,10 @@
 //!
 //! Also tracks the publishes still being committed (see [`Seen::Committing`]).
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet, VecDeque};
 
+use foldhash::fast::RandomState;
 use im_protocol::MsgId;
 use rustc_hash::FxHashMap;
 
@@ -31,8 +33,12 @@ pub(crate) enum Seen {
 /// One sender's recent ids: when each was first seen, and their order for eviction.
 #[derive(Default)]
 struct Recent {
-    /// MsgIds are chosen by clients: SipHash (std) against crafted collisions.
-    seen: HashMap<MsgId, Time>,
+    /// MsgIds are chosen by clients: a hasher seeded at random per process (foldhash), so
+    /// collisions cannot be crafted in advance; even a table of one sender's colliding ids
+    /// stays bounded by `per_sender`, and hurts only that sender's lookups. (It was std's
+    /// SipHash: with four hashes per publish, the dedupe was a quarter of the shard's CPU
+    /// flat out; see benches/DRIVERS.md.)
+    seen: HashMap<MsgId, Time, RandomState>,
     order: VecDeque<(MsgId, Time)>,
 }
 
@@ -45,8 +51,10 @@ impl Recent {
             }
             self.order.pop_front();
             // A forgotten and re-admitted id has a newer entry: keep that one.
-            if self.seen.get(&id) == Some(&t) {
-                self.seen.remove(&id);
+            if let Entry::Occupied(e) = self.seen.entry(id) {
+                if *e.get() == t {
+                    e.remove();
+                }
             }
         }
     }
@@ -80,13 +88,18 @@ impl Dedupe {
             return true;
         }
         let r = self.senders.entry(uid).or_default();
+        // Expired ids go first, so an id seen just outside the window counts as new.
         r.trim(now, self.window, self.per_sender);
-        if r.seen.contains_key(id) {
-            return false;
+        match r.seen.entry(*id) {
+            Entry::Occupied(_) => return false,
+            Entry::Vacant(v) => {
+                v.insert(now);
+            }
         }
-        r.seen.insert(*id, now);
         r.order.push_back((*id, now));
-        r.trim(now, self.window, self.per_sender);
+        if r.order.len() > self.per_sender {
+            r.trim(now, self.window, self.per_sender);
+        }
         true
     }
 

@@ -152,10 +152,16 @@ impl Engine {
         };
         let frame = push.frame.clone();
         tracing::trace!(session = conn, seq = ?push.seq, "push");
+        let (ack_cmd, msg_id) = (
+            push.ack_cmd(),
+            push_msg_id(&push.frame).copied().unwrap_or_default(),
+        );
         s.inflight.push_back(Inflight {
             push,
             deadline,
             resends: 0,
+            ack_cmd,
+            msg_id,
         });
         if s.armed.is_none_or(|a| deadline < a) {
             s.armed = Some(deadline);
@@ -189,7 +195,7 @@ impl Engine {
         let pos = s
             .inflight
             .iter()
-            .position(|i| i.push.ack_cmd() == ack_cmd && push_msg_id(&i.push.frame) == Some(id));
+            .position(|i| i.ack_cmd == ack_cmd && i.msg_id == *id);
         let Some(found) = pos.and_then(|p| s.inflight.remove(p)) else {
             return;
         };
