@@ -37,7 +37,7 @@ struct Recent {
     /// collisions cannot be crafted in advance; even a table of one sender's colliding ids
     /// stays bounded by `per_sender`, and hurts only that sender's lookups. (It was std's
     /// SipHash: with four hashes per publish, the dedupe was a quarter of the shard's CPU
-    /// flat out; see benches/DRIVERS.md.)
+    /// flat out; see benches/PROFILE.md.)
     seen: HashMap<MsgId, Time, RandomState>,
     order: VecDeque<(MsgId, Time)>,
 }
