@@ -87,7 +87,12 @@ impl FromStr for Endpoint {
             authority.rsplit_once(':').ok_or_else(bad)?
         };
         let port: u16 = port.parse().map_err(|_| bad())?;
-        if host.is_empty() || port == 0 {
+        // A name, an IPv4 address or an IPv6 address (with a zone): nothing that could
+        // make the URL mean something else.
+        let host_ok = host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '%'));
+        if host.is_empty() || !host_ok || port == 0 {
             return Err(bad());
         }
         let path = match (scheme, path) {
@@ -212,6 +217,20 @@ mod tests {
     }
 
     #[test]
+    fn urls_parse_back_to_the_same_endpoint() {
+        for s in [
+            "TCP://Host:1",
+            "tls://::1:2",
+            "ws://h:3",
+            "wss://[fe80::1%25eth0]:4/x y",
+            "tcp://h:+5/",
+        ] {
+            let e: Endpoint = s.parse().unwrap();
+            assert_eq!(e.url().parse::<Endpoint>().unwrap(), e, "{s}");
+        }
+    }
+
+    #[test]
     fn refuses_malformed_endpoints() {
         for bad in [
             "127.0.0.1:19095",
@@ -222,6 +241,9 @@ mod tests {
             "tcp://x:99999",
             "tcp://x:1/path",
             "ws://[::1:1/ws",
+            "tcp://a]:b:1",
+            "tcp://user@host:1",
+            "tcp://ho st:1",
         ] {
             assert!(bad.parse::<Endpoint>().is_err(), "{bad}");
         }
