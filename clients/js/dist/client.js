@@ -394,16 +394,5 @@ function toBytes(data) {
         return new Uint8Array(data);
     if (ArrayBuffer.isView(data))
         return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-    if (Array.isArray(data))
-        return toBytes(concat(data));
     throw new DecodeError("the server sent a text message");
-}
-function concat(parts) {
-    const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-    let pos = 0;
-    for (const p of parts) {
-        out.set(p, pos);
-        pos += p.length;
-    }
-    return out;
 }

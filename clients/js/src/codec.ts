@@ -156,6 +156,15 @@ function checkLen(name: string, n: number, max: number): void {
   if (n > max) throw new RangeError(`${name} over ${max}`);
 }
 
+/** The command byte of each packet that is nothing else. */
+const EMPTY_CMD = {
+  ping: Cmd.PING,
+  pingResp: Cmd.PING_RESP,
+  disconnect: Cmd.DISCONNECT,
+  invalidPacket: Cmd.INVALID_PACKET,
+  logout: Cmd.LOGOUT,
+} as const;
+
 const idOnly = { pubAck: Cmd.PUB_ACK, groupPubAck: Cmd.GROUP_PUB_ACK, partPubAck: Cmd.GROUP_PART_PUB_ACK } as const;
 
 /** Encodes a client packet. Throws RangeError on a field that does not fit its size. */
@@ -217,6 +226,44 @@ export function encodeClient(p: ClientPacket): Uint8Array {
   }
 }
 
+/** The ack types by command: one layout (an id), both directions. */
+const ACKS: Record<number, "pubAck" | "groupPubAck" | "partPubAck"> = {
+  [Cmd.PUB_ACK]: "pubAck",
+  [Cmd.GROUP_PUB_ACK]: "groupPubAck",
+  [Cmd.GROUP_PART_PUB_ACK]: "partPubAck",
+};
+
+/** Packets that are only their command byte, by direction. */
+const EMPTY_FROM_CLIENT: Record<number, "ping" | "pingResp" | "disconnect"> = {
+  [Cmd.PING]: "ping",
+  [Cmd.PING_RESP]: "pingResp",
+  [Cmd.DISCONNECT]: "disconnect",
+};
+const EMPTY_FROM_SERVER: Record<number, "ping" | "pingResp" | "disconnect" | "invalidPacket" | "logout"> = {
+  ...EMPTY_FROM_CLIENT,
+  [Cmd.INVALID_PACKET]: "invalidPacket",
+  [Cmd.LOGOUT]: "logout",
+};
+
+const textDecoder = new TextDecoder();
+
+/** The layouts the two directions share: acks, empty packets, group and part-group bodies. */
+function decodeShared(
+  r: Reader,
+  empty: Record<number, string>,
+  group: "groupPublish" | "groupPush",
+  part: "partPublish" | "partPush",
+): ClientPacket | ServerPacket | undefined {
+  const c = r.buf[0];
+  if (c in ACKS) return r.finish({ type: ACKS[c], id: r.id() });
+  if (c in empty) return r.finish({ type: empty[c] } as ClientPacket | ServerPacket);
+  if (c === Cmd.GROUP_PUBLISH) return r.finish({ type: group, group: r.u32(), id: r.id(), payload: r.bytes16() });
+  if (c === Cmd.GROUP_PART_PUBLISH) {
+    return r.finish({ type: part, group: r.u32(), id: r.id(), targets: r.targets(), payload: r.bytes16() });
+  }
+  return undefined;
+}
+
 /** Decodes one server packet (the whole buffer). Throws DecodeError. */
 export function decodeServer(buf: Uint8Array): ServerPacket {
   if (buf.length === 0) throw new DecodeError("empty packet");
@@ -226,42 +273,22 @@ export function decodeServer(buf: Uint8Array): ServerPacket {
       return r.finish({ type: "connectAck", code: r.u8() });
     case Cmd.PUBLISH:
       return r.finish({ type: "push", id: r.id(), payload: r.bytes16() });
-    case Cmd.GROUP_PUBLISH:
-      return r.finish({ type: "groupPush", group: r.u32(), id: r.id(), payload: r.bytes16() });
-    case Cmd.GROUP_PART_PUBLISH:
-      return r.finish({ type: "partPush", group: r.u32(), id: r.id(), targets: r.targets(), payload: r.bytes16() });
-    case Cmd.PUB_ACK:
-      return r.finish({ type: "pubAck", id: r.id() });
-    case Cmd.GROUP_PUB_ACK:
-      return r.finish({ type: "groupPubAck", id: r.id() });
-    case Cmd.GROUP_PART_PUB_ACK:
-      return r.finish({ type: "partPubAck", id: r.id() });
     case Cmd.PUB_ERR:
       return r.finish({ type: "pubErr", id: r.id(), code: r.u32() });
-    case Cmd.PING:
-      return r.finish({ type: "ping" });
-    case Cmd.PING_RESP:
-      return r.finish({ type: "pingResp" });
-    case Cmd.DISCONNECT:
-      return r.finish({ type: "disconnect" });
-    case Cmd.INVALID_PACKET:
-      return r.finish({ type: "invalidPacket" });
-    case Cmd.LOGOUT:
-      return r.finish({ type: "logout" });
-    default:
-      throw new DecodeError(`unknown command ${buf[0]}`);
   }
+  const shared = decodeShared(r, EMPTY_FROM_SERVER, "groupPush", "partPush");
+  if (shared) return shared as ServerPacket;
+  throw new DecodeError(`unknown command ${buf[0]}`);
 }
 
 /** Decodes one client packet: what a server (or a test) reads. Throws DecodeError. */
 export function decodeClient(buf: Uint8Array): ClientPacket {
   if (buf.length === 0) throw new DecodeError("empty packet");
   const r = new Reader(buf);
-  const text = new TextDecoder();
   switch (buf[0]) {
     case Cmd.CONNECT: {
-      const username = text.decode(r.bytes16());
-      const password = text.decode(r.bytes16());
+      const username = textDecoder.decode(r.bytes16());
+      const password = textDecoder.decode(r.bytes16());
       const p: ClientPacket = { type: "connect", username, password };
       if (r.pos < buf.length) p.role = r.u8();
       if (r.pos < buf.length) p.flags = r.u8();
@@ -269,25 +296,10 @@ export function decodeClient(buf: Uint8Array): ClientPacket {
     }
     case Cmd.PUBLISH:
       return r.finish({ type: "publish", to: r.u32(), id: r.id(), payload: r.bytes16() });
-    case Cmd.GROUP_PUBLISH:
-      return r.finish({ type: "groupPublish", group: r.u32(), id: r.id(), payload: r.bytes16() });
-    case Cmd.GROUP_PART_PUBLISH:
-      return r.finish({ type: "partPublish", group: r.u32(), id: r.id(), targets: r.targets(), payload: r.bytes16() });
-    case Cmd.PUB_ACK:
-      return r.finish({ type: "pubAck", id: r.id() });
-    case Cmd.GROUP_PUB_ACK:
-      return r.finish({ type: "groupPubAck", id: r.id() });
-    case Cmd.GROUP_PART_PUB_ACK:
-      return r.finish({ type: "partPubAck", id: r.id() });
-    case Cmd.PING:
-      return r.finish({ type: "ping" });
-    case Cmd.PING_RESP:
-      return r.finish({ type: "pingResp" });
-    case Cmd.DISCONNECT:
-      return r.finish({ type: "disconnect" });
-    default:
-      throw new DecodeError(`unknown command ${buf[0]}`);
   }
+  const shared = decodeShared(r, EMPTY_FROM_CLIENT, "groupPublish", "partPublish");
+  if (shared) return shared as ClientPacket;
+  throw new DecodeError(`unknown command ${buf[0]}`);
 }
 
 /** Encodes a server packet: what a server (or a test) writes. */
@@ -318,15 +330,11 @@ export function encodeServer(p: ServerPacket): Uint8Array {
       return w.buf;
     }
     case "ping":
-      return Uint8Array.of(Cmd.PING);
     case "pingResp":
-      return Uint8Array.of(Cmd.PING_RESP);
     case "disconnect":
-      return Uint8Array.of(Cmd.DISCONNECT);
     case "invalidPacket":
-      return Uint8Array.of(Cmd.INVALID_PACKET);
     case "logout":
-      return Uint8Array.of(Cmd.LOGOUT);
+      return Uint8Array.of(EMPTY_CMD[p.type]);
   }
 }
 
