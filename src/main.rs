@@ -25,6 +25,12 @@ use crate::config::{Config, OfflineBackend};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Hands the calling thread's freed pages back to the OS (see `im_shards::set_memory_trim`).
+fn trim_memory() {
+    // SAFETY: mi_collect only walks the calling thread's own heap; any thread may call it.
+    unsafe { libmimalloc_sys::mi_collect(false) }
+}
+
 const DEFAULT_CONFIG: &str = "config/imserver.toml";
 
 fn main() -> anyhow::Result<()> {
@@ -120,6 +126,7 @@ fn run(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     let (handle, worker) = StoreHandle::spawn(store, purge)?;
     let (group_store, group_desc) = groups::open(&cfg, &control)?;
     let callback = auth_callback(&cfg, &control)?;
+    im_shards::set_memory_trim(trim_memory);
     let server = Server::start(cfg.core(), handle.clone(), group_store.clone(), callback)
         .context("starting shards")?;
     let api = api::start(&cfg, &control, &server, handle.clone(), group_store)?;

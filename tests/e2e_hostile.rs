@@ -1,5 +1,6 @@
 //! Hostile clients, end to end over real sockets and under both I/O drivers: input a byte at
-//! a time, a 65,535-target part publish, a publisher that never reads, a flood of
+//! a time, a 65,535-target part publish, a publisher that never reads, a receiver whose
+//! writes stall until the write timeout, a flood of
 //! connections that never log in, a CONNECT brute force from one address, WebSocket frames
 //! that break the rules, and a client trying to send as somebody else. Every case ends with
 //! a clean close (or a clear refusal) and a live probe: two other users still exchange a
@@ -394,10 +395,51 @@ fn a_client_cannot_send_as_another_uid(d: Driver) {
     probe(&srv, 140);
 }
 
+/// A receiver that stops reading while large messages are pushed to it: once the socket
+/// buffers of both ends are full the server's write to it stalls, and the write timeout —
+/// not the queue or in-flight limits, set out of reach here — closes the session. Its
+/// messages are kept for its next login.
+fn stalled_write_is_ended_by_the_write_timeout(d: Driver) {
+    let srv = Server::start(
+        d,
+        &[
+            ("IMSERVER_SESSION__WRITE_TIMEOUT_MS", "500"),
+            ("IMSERVER_SESSION__SEND_QUEUE", "100000"),
+            ("IMSERVER_SESSION__MAX_INFLIGHT", "100000"),
+            ("IMSERVER_DELIVERY__REDELIVERY_INTERVAL_MS", "60000"),
+        ],
+    );
+    let mut sender = srv.connect(150, Kind::Tcp);
+    let mut stuck = srv.connect(151, Kind::Tcp);
+    // 300 × 60 KB = 18 MB: more than the loopback buffers of both ends take.
+    let big = vec![b'x'; 60_000];
+    const N: u64 = 300;
+    for i in 0..N {
+        sender.publish_acked(151, &msg_id(i), &big);
+    }
+    // Well past the write timeout and a timer tick; then reading drains what the kernel
+    // held and finds the connection closed.
+    std::thread::sleep(3 * S);
+    let seen = stuck.expect_closed(20 * S);
+    let pushed = seen.iter().filter(|p| p[0] == 3).count() as u64;
+    assert!(
+        pushed < N,
+        "the stalled write was ended: {pushed} of {N} pushed"
+    );
+    // Everything it did not acknowledge is delivered at its next login, in order.
+    let mut again = srv.connect(151, Kind::Tcp);
+    for i in 0..N {
+        let (id, _) = again.recv_push_ack();
+        assert_eq!(id, msg_id(i));
+    }
+    probe(&srv, 152);
+}
+
 both_drivers!(
     byte_at_a_time,
     part_publish_with_65535_targets,
     publisher_that_never_reads,
+    stalled_write_is_ended_by_the_write_timeout,
     unauthenticated_connection_flood,
     connect_brute_force_is_rate_limited,
     websocket_frames_that_break_the_rules,

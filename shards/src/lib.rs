@@ -81,6 +81,14 @@ impl ActiveDriver {
 }
 
 /// Resolves the configured driver against what the kernel allows.
+/// Sets what every shard calls about once a second from its timer to hand memory its
+/// thread freed back to the operating system (the binary passes its allocator's collect:
+/// after a burst of logins or traffic, an allocator whose thread then goes quiet would
+/// otherwise keep the freed pages resident). The first call wins.
+pub fn set_memory_trim(trim: fn()) {
+    let _ = shard::MEMORY_TRIM.set(trim);
+}
+
 pub fn resolve_driver(want: Driver) -> Result<ActiveDriver, StartError> {
     let uring = monoio::utils::detect_uring();
     match (want, uring) {

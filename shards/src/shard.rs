@@ -27,8 +27,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_channel::oneshot;
 use im_storage::{now_ms, GroupStore, OfflineMessage, StoreHandle};
-use local_sync::mpsc::unbounded::Tx;
-use monoio::io::{AsyncReadRent, AsyncWriteRent, Splitable};
+use monoio::io::{AsyncWriteRent, Splitable};
 use monoio::net::TcpStream;
 use rustc_hash::FxHashMap as HashMap;
 
@@ -37,11 +36,13 @@ use crate::auth::limiter::AuthLimiter;
 use crate::auth::TokenAuth;
 use crate::config::CoreConfig;
 use crate::engine::requests::ControlError;
-use crate::engine::{Action, ConnId, Engine, Event, Failed, Out, Time, Token};
+use crate::engine::{Action, ConnId, Engine, Event, Failed, Time, Token};
 use crate::membership::GroupCache;
 use crate::net::conn;
 use crate::net::handoff::{Arrival, Handoff};
+use crate::net::input::{Input, OwnedInput, SocketInput};
 use crate::net::listener;
+use crate::net::table::ConnTable;
 use crate::net::tls_session;
 use crate::net::transport::TransportKind;
 use crate::route::mailbox::Mesh;
@@ -70,13 +71,6 @@ pub struct Shared {
 pub(crate) fn now() -> Time {
     static ORIGIN: OnceLock<Instant> = OnceLock::new();
     Time(ORIGIN.get_or_init(Instant::now).elapsed().as_micros() as u64)
-}
-
-/// A connection the engine knows by its id.
-struct Conn {
-    tx: Tx<Out>,
-    /// The reader, parked until the engine lets it read again.
-    reader: Option<Waker>,
 }
 
 /// Mail that found its destination's queue full, in order, per destination.
@@ -120,7 +114,9 @@ pub(crate) struct Shard {
     /// Answers the driver has at once (a cached membership): handled right after the
     /// actions of the event that asked, in order, without a task.
     ready: RefCell<VecDeque<Event<'static>>>,
-    conns: RefCell<HashMap<ConnId, Conn>>,
+    conns: RefCell<ConnTable>,
+    /// The read buffer plain sockets' readers share (see [`SocketInput`]).
+    read_buf: RefCell<Vec<u8>>,
     next_conn: Cell<ConnId>,
     replies: RefCell<HashMap<Token, oneshot::Sender<Result<(), ControlError>>>>,
     next_reply: Cell<Token>,
@@ -158,7 +154,8 @@ impl Shard {
             )),
             actions: RefCell::new(Vec::new()),
             ready: RefCell::new(VecDeque::new()),
-            conns: RefCell::new(HashMap::default()),
+            conns: RefCell::new(ConnTable::default()),
+            read_buf: RefCell::new(Vec::new()),
             next_conn: Cell::new(0),
             replies: RefCell::new(HashMap::default()),
             next_reply: Cell::new(0),
@@ -240,11 +237,7 @@ impl Shard {
 
     fn execute(self: &Rc<Self>, a: Action) {
         match a {
-            Action::Write { conn, out } => {
-                if let Some(c) = self.conns.borrow().get(&conn) {
-                    let _ = c.tx.send(out);
-                }
-            }
+            Action::Write { conn, out } => self.conns.borrow_mut().push(conn, out),
             Action::Deliver { shard, d } => self.mail(shard, Mail::Deliver(d)),
             Action::Fanout { shard, b } => self.mail(shard, Mail::Fanout(b)),
             Action::Append { token, msgs } => {
@@ -300,16 +293,7 @@ impl Shard {
                     let _ = tx.send(result);
                 }
             }
-            Action::Resume { conn } => {
-                let w = self
-                    .conns
-                    .borrow_mut()
-                    .get_mut(&conn)
-                    .and_then(|c| c.reader.take());
-                if let Some(w) = w {
-                    w.wake();
-                }
-            }
+            Action::Resume { conn } => self.conns.borrow_mut().wake_reader(conn),
         }
     }
 
@@ -382,9 +366,7 @@ impl Shard {
     pub async fn readable(&self, conn: ConnId) {
         poll_fn(|cx| {
             if !self.engine.borrow().may_read(conn) {
-                if let Some(c) = self.conns.borrow_mut().get_mut(&conn) {
-                    c.reader = Some(cx.waker().clone());
-                }
+                self.conns.borrow_mut().park_reader(conn, cx.waker());
                 return Poll::Pending;
             }
             let mut ob = self.outbox.borrow_mut();
@@ -400,7 +382,7 @@ impl Shard {
     /// The writer of `conn` is done: the connection leaves the shard.
     pub fn conn_done(&self, conn: ConnId) {
         let mut conns = self.conns.borrow_mut();
-        conns.remove(&conn);
+        conns.remove(conn);
         if conns.is_empty() {
             if let Some(w) = self.wakers.borrow_mut().conns.take() {
                 w.wake();
@@ -430,26 +412,27 @@ impl Shard {
         match tls {
             None => {
                 let (rd, wr) = stream.into_split();
-                self.adopt(rd, wr, fd, h)
+                let pending = std::mem::take(&mut h.leftover);
+                self.adopt(SocketInput::new(rd, fd, pending), wr, fd, h)
             }
             Some(st) => match tls_session::resume(stream, st, &mut h.leftover) {
-                Ok((rd, wr)) => self.adopt(rd, wr, fd, h),
+                Ok((rd, wr)) => {
+                    let pending = std::mem::take(&mut h.leftover);
+                    self.adopt(OwnedInput::new(rd, pending), wr, fd, h)
+                }
                 Err(e) => tracing::debug!(error = %e, "TLS session could not be resumed"),
             },
         }
     }
 
-    fn adopt<R, W>(self: &Rc<Self>, rd: R, wr: W, fd: RawFd, h: Arrival)
+    fn adopt<I, W>(self: &Rc<Self>, input: I, wr: W, fd: RawFd, h: Arrival)
     where
-        R: AsyncReadRent + 'static,
+        I: Input + 'static,
         W: AsyncWriteRent + 'static,
     {
         let conn = self.next_conn.get();
         self.next_conn.set(conn + 1);
-        let (tx, rx) = local_sync::mpsc::unbounded::channel();
-        self.conns
-            .borrow_mut()
-            .insert(conn, Conn { tx, reader: None });
+        self.conns.borrow_mut().insert(conn, fd);
         let kind: TransportKind = h.framing.kind;
         self.dispatch(Event::Open {
             conn,
@@ -458,14 +441,8 @@ impl Shard {
             ext: h.flags & im_protocol::packet::FLAG_EXTENSIONS != 0,
             kind,
         });
-        monoio::spawn(conn::write_loop(self.clone(), conn, kind, fd, wr, rx));
-        monoio::spawn(conn::read_loop(
-            self.clone(),
-            conn,
-            rd,
-            h.leftover,
-            h.framing,
-        ));
+        monoio::spawn(conn::write_loop(self.clone(), conn, kind, fd, wr));
+        monoio::spawn(conn::read_loop(self.clone(), conn, input, h.framing));
     }
 
     fn handle_mail(self: &Rc<Self>, t: Time, mail: Mail) {
@@ -548,12 +525,26 @@ impl Shard {
         }
     }
 
-    /// Fires the engine's timers (heartbeat, redelivery) every tick.
+    /// Fires the engine's timers (heartbeat, redelivery) every tick and ends writes stuck
+    /// past the write timeout (shutting the socket down fails the write).
     async fn timer(self: Rc<Self>) {
         let period = tick_period(&self.cfg);
+        let write_timeout_us = self.cfg.session.write_timeout_ms * 1000;
+        let mut trimmed = now();
         loop {
             monoio::time::sleep(period).await;
             self.dispatch(Event::Tick);
+            let t = now();
+            let stuck = self.conns.borrow_mut().overdue_writes(t, write_timeout_us);
+            for fd in stuck {
+                conn::shutdown(fd, libc::SHUT_RDWR);
+            }
+            if t.micros_since(trimmed) >= TRIM_EVERY_US {
+                trimmed = t;
+                if let Some(trim) = MEMORY_TRIM.get() {
+                    trim();
+                }
+            }
         }
     }
 }
@@ -589,6 +580,14 @@ impl conn::Host for Shard {
 
     fn conn_done(&self, conn: ConnId) {
         Shard::conn_done(self, conn)
+    }
+
+    fn conns(&self) -> &RefCell<ConnTable> {
+        &self.conns
+    }
+
+    fn read_scratch(&self) -> &RefCell<Vec<u8>> {
+        &self.read_buf
     }
 }
 
@@ -629,6 +628,11 @@ impl listener::Gate for Shard {
         Shard::attach(self, h)
     }
 }
+
+/// What [`crate::set_memory_trim`] set: called on each shard's thread.
+pub(crate) static MEMORY_TRIM: OnceLock<fn()> = OnceLock::new();
+/// How often the timer calls it.
+const TRIM_EVERY_US: u64 = 1_000_000;
 
 /// Longest the fan-out worker waits for the writes of its last step before going on.
 const WRITE_WAIT: Duration = Duration::from_millis(20);

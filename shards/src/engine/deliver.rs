@@ -62,8 +62,10 @@ impl Engine {
         for c in existing.into_iter().take(kick) {
             self.close(c, CloseReason::Kicked);
         }
-        self.sessions
-            .insert(conn, Session::new(conn, uid, role, ext, kind, self.now));
+        self.sessions.insert(
+            conn,
+            Box::new(Session::new(conn, uid, role, ext, kind, self.now)),
+        );
         self.users.entry(uid).or_default().push(conn);
         self.stats.session_opened(kind);
         self.arm(conn);

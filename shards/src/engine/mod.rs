@@ -296,7 +296,8 @@ pub struct Engine {
     cfg: Arc<CoreConfig>,
     stats: Arc<ShardStats>,
     now: Time,
-    sessions: HashMap<ConnId, Session>,
+    /// Boxed: the table's spare slots cost a pointer each, not a whole session.
+    sessions: HashMap<ConnId, Box<Session>>,
     users: HashMap<u32, Vec<ConnId>>,
     dedupe: Dedupe,
     /// Group batches with the index of the next member to serve.

@@ -1,25 +1,29 @@
 //! The two tasks of an established connection on its owner shard.
 //!
-//! - The reader owns the read half and the transport decoder: it parses everything a read
-//!   brought, hands each packet to the engine, tells it the read is done, waits until the
-//!   read's publishes are committed, then reads again. It is never cancelled mid-read (io_uring reads own their buffer); the session is
-//!   ended from elsewhere by shutting the socket down, which completes the read.
-//! - The writer owns the write half: it coalesces queued frames into one write, reports
-//!   what it wrote to the engine, and on `Out::Close` flushes, half-closes, lingers so the
-//!   client can read the last packet, then shuts the socket down.
+//! - The reader owns the connection's [`Input`] and transport decoder: it parses everything
+//!   a read brought, hands each packet to the engine, tells it the read is done, waits
+//!   until the read's publishes are committed, then reads again. It is never cancelled; the
+//!   session is ended from elsewhere by shutting the socket down, which ends the read.
+//! - The writer owns the write half: it takes everything queued for it in the shard's
+//!   [`ConnTable`], coalesces it into writes of up to 64 KiB, reports what it wrote to the
+//!   engine, and on `Out::Close` flushes, half-closes, lingers so the client can read the
+//!   last packet, then shuts the socket down. A write stuck past `write_timeout_ms` is
+//!   ended by the shard's timer shutting the socket down (the write fails).
 
-use std::future::Future;
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::future::{poll_fn, Future};
 use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::time::Duration;
 
 use im_protocol::ServerPacket;
-use local_sync::mpsc::unbounded::Rx;
-use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 
 use crate::config::CoreConfig;
 use crate::engine::{CloseReason, ConnId, Event as In, Out, Time};
+use crate::net::input::{drain_input, Input};
+use crate::net::table::ConnTable;
 use crate::net::transport::{Event, Framing, TransportKind};
 
 /// What a connection's tasks need from the shard that runs them (the driver implements it;
@@ -40,91 +44,118 @@ pub(crate) trait Host: 'static {
     fn readable(&self, conn: ConnId) -> impl Future<Output = ()> + '_;
     /// The writer of `conn` is done.
     fn conn_done(&self, conn: ConnId);
+    /// The shard's read buffer, lent to a plain socket's reader for one `recv` at a time.
+    fn read_scratch(&self) -> &RefCell<Vec<u8>>;
+    /// The shard's connections: output queues, parked tasks, writes in progress, pools.
+    fn conns(&self) -> &RefCell<ConnTable>;
 }
 
-/// Initial read buffer; it grows to the largest frame seen and shrinks back when empty.
-const READ_INITIAL: usize = 1024;
-const READ_SHRINK_ABOVE: usize = 64 * 1024;
 /// Most bytes coalesced into one write.
 const WRITE_BATCH: usize = 64 * 1024;
 
-pub(crate) async fn read_loop<H: Host>(
+// Both loops return an `async move` block instead of being `async fn`s: the block keeps its
+// captured arguments once, where an `async fn` would also copy them into its body's state
+// (a larger task for every connection).
+#[allow(clippy::manual_async_fn)]
+pub(crate) fn read_loop<H: Host>(
     shard: Rc<H>,
     conn: ConnId,
-    mut rd: impl AsyncReadRent,
-    mut buf: Vec<u8>,
+    mut input: impl Input,
     mut framing: Framing,
-) {
-    let max = shard.cfg().net.max_frame;
-    // A connection refused at open (duplicate login, shutdown) is never read.
-    while shard.is_open(conn) {
-        let mut stop = None;
-        let mut pos = 0;
-        // One clock reading and one wake-up pass for everything this read brought.
-        let t = shard.now();
-        // A session told to stop (or closed elsewhere: kick, shutdown) accepts nothing
-        // more: during shutdown no new message may start its way to another shard.
-        while stop.is_none() && shard.is_open(conn) {
-            let (used, ev) = match framing.next(&mut buf[pos..], max) {
-                Ok(Some(x)) => x,
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::debug!(session = conn, error = %e, "bad input");
-                    stop = Some(CloseReason::InvalidPacket);
-                    break;
+) -> impl Future<Output = ()> {
+    async move {
+        let max = shard.cfg().net.max_frame;
+        // What arrived with the CONNECT first, then one read at a time.
+        let mut open = shard.is_open(conn);
+        if open {
+            input.consume_pending(|bytes| {
+                let (used, more) = parse(&shard, conn, bytes, &mut framing, max);
+                open = more;
+                used
+            });
+        }
+        while open && shard.is_open(conn) {
+            // Wait until the last read's publishes are committed (and mail has room).
+            shard.readable(conn).await;
+            if !shard.is_open(conn) {
+                break;
+            }
+            // The parser runs inside the read: nothing borrowed is held while waiting.
+            let got = loop {
+                let read = input.try_read(shard.read_scratch(), |bytes| {
+                    let (used, more) = parse(&shard, conn, bytes, &mut framing, max);
+                    open = more;
+                    used
+                });
+                if let Some(r) = read {
+                    break r;
+                }
+                if let Err(e) = input.ready().await {
+                    break Err(e);
                 }
             };
-            let base = pos;
-            pos += used;
-            match ev {
-                Event::Packet { start, end } => shard.feed(
-                    t,
-                    In::Packet {
-                        conn,
-                        bytes: &buf[base + start..base + end],
-                    },
-                ),
-                Event::Assembled(p) => shard.feed(t, In::Packet { conn, bytes: &p }),
-                Event::Reply(bytes) => shard.feed(t, In::Reply { conn, bytes }),
-                Event::Skip => {}
-                Event::Close(bytes) => {
-                    shard.feed(t, In::Reply { conn, bytes });
-                    stop = Some(CloseReason::WsClose);
-                }
+            if !matches!(got, Ok(true)) {
+                shard.dispatch(In::Closed {
+                    conn,
+                    reason: CloseReason::PeerClosed,
+                });
+                break;
             }
         }
-        buf.drain(..pos);
-        shard.feed(t, In::ReadDone { conn, stop });
-        shard.after_dispatch();
-        if !shard.is_open(conn) {
-            break;
-        }
-        // Wait until this read's publishes are committed (and mail has room).
-        shard.readable(conn).await;
-        if !shard.is_open(conn) {
-            break;
-        }
-        if buf.is_empty() && buf.capacity() > READ_SHRINK_ABOVE {
-            buf = Vec::with_capacity(READ_INITIAL);
-        }
-        if buf.capacity() - buf.len() < READ_INITIAL / 2 {
-            buf.reserve(buf.len().max(READ_INITIAL));
-        }
-        let len = buf.len();
-        let (res, slice) = rd.read(buf.slice_mut(len..)).await;
-        buf = slice.into_inner();
-        if !matches!(res, Ok(n) if n > 0) {
-            shard.dispatch(In::Closed {
-                conn,
-                reason: CloseReason::PeerClosed,
-            });
-            break;
+        // Keep draining input until the writer shuts the socket down, so that unread input does
+        // not turn our close into a reset that would discard the last packet we sent. Boxed:
+        // only a closing connection needs this future's state.
+        Box::pin(drain_input(&mut input, shard.read_scratch())).await;
+    }
+}
+
+/// Hands the engine every packet in `buf` (one clock reading and one wake-up pass for all
+/// of them), then tells it the read is done. Returns the bytes consumed and whether the
+/// session still reads input.
+fn parse<H: Host>(
+    shard: &Rc<H>,
+    conn: ConnId,
+    buf: &mut [u8],
+    framing: &mut Framing,
+    max: usize,
+) -> (usize, bool) {
+    let mut stop = None;
+    let mut pos = 0;
+    let t = shard.now();
+    // A session told to stop (or closed elsewhere: kick, shutdown) accepts nothing more:
+    // during shutdown no new message may start its way to another shard.
+    while stop.is_none() && shard.is_open(conn) {
+        let (used, ev) = match framing.next(&mut buf[pos..], max) {
+            Ok(Some(x)) => x,
+            Ok(None) => break,
+            Err(e) => {
+                tracing::debug!(session = conn, error = %e, "bad input");
+                stop = Some(CloseReason::InvalidPacket);
+                break;
+            }
+        };
+        let base = pos;
+        pos += used;
+        match ev {
+            Event::Packet { start, end } => shard.feed(
+                t,
+                In::Packet {
+                    conn,
+                    bytes: &buf[base + start..base + end],
+                },
+            ),
+            Event::Assembled(p) => shard.feed(t, In::Packet { conn, bytes: &p }),
+            Event::Reply(bytes) => shard.feed(t, In::Reply { conn, bytes }),
+            Event::Skip => {}
+            Event::Close(bytes) => {
+                shard.feed(t, In::Reply { conn, bytes });
+                stop = Some(CloseReason::WsClose);
+            }
         }
     }
-    // Keep draining input until the writer shuts the socket down, so that unread input does
-    // not turn our close into a reset that would discard the last packet we sent.
-    buf.clear();
-    discard_until_eof(&mut rd, buf).await;
+    shard.feed(t, In::ReadDone { conn, stop });
+    shard.after_dispatch();
+    (pos, shard.is_open(conn))
 }
 
 /// Reads and throws away input until EOF or an error.
@@ -139,78 +170,69 @@ async fn discard_until_eof(rd: &mut impl AsyncReadRent, mut buf: Vec<u8>) {
     }
 }
 
-pub(crate) async fn write_loop<H: Host>(
+#[allow(clippy::manual_async_fn)] // see `read_loop`
+pub(crate) fn write_loop<H: Host>(
     shard: Rc<H>,
     conn: ConnId,
     kind: TransportKind,
     fd: RawFd,
     mut wr: impl AsyncWriteRent,
-    mut rx: Rx<Out>,
-) {
-    let (write_timeout_ms, linger_ms) = (
-        shard.cfg().session.write_timeout_ms,
-        shard.cfg().session.close_linger_ms,
-    );
-    let framing = Framing::new(kind);
-    let write_timeout = Duration::from_millis(write_timeout_ms);
-    let mut wbuf: Vec<u8> = Vec::new();
-    while let Some(first) = rx.recv().await {
-        let mut items = 0;
+) -> impl Future<Output = ()> {
+    async move {
+        let framing = Framing::new(kind);
+        // Taken from the connection's queue by swapping; emptied before each swap back. It and
+        // the write buffer belong to the shard's pools while the writer is parked.
+        let mut batch: VecDeque<Out> = VecDeque::new();
         let mut close = false;
-        let mut next = Some(first);
-        while let Some(item) = next.take() {
-            items += 1;
-            match item {
-                Out::Packet(p) => framing.put_packet(&mut wbuf, &p),
-                Out::Small { buf, len } => framing.put_packet(&mut wbuf, &buf[..len as usize]),
-                Out::Raw(r) => wbuf.extend_from_slice(&r),
-                Out::Close => {
-                    close = true;
-                    break;
-                }
-            }
-            if wbuf.len() < WRITE_BATCH {
-                next = rx.try_recv().ok();
-            }
-        }
-        if !wbuf.is_empty() {
-            let failed = match monoio::time::timeout(write_timeout, wr.write_all(wbuf)).await {
-                Ok((Ok(_), b)) => {
-                    wbuf = b;
-                    wbuf.clear();
-                    if wbuf.capacity() > WRITE_BATCH * 2 {
-                        wbuf = Vec::new();
+        while !close
+            && poll_fn(|cx| shard.conns().borrow_mut().poll_out(conn, cx, &mut batch)).await
+        {
+            while !close && !batch.is_empty() {
+                let mut wbuf = shard.conns().borrow_mut().take_buf();
+                let mut items = 0;
+                while let Some(item) = batch.pop_front() {
+                    items += 1;
+                    match item {
+                        Out::Packet(p) => framing.put_packet(&mut wbuf, &p),
+                        Out::Small { buf, len } => {
+                            framing.put_packet(&mut wbuf, &buf[..len as usize])
+                        }
+                        Out::Raw(r) => wbuf.extend_from_slice(&r),
+                        Out::Close => {
+                            close = true;
+                            break;
+                        }
                     }
-                    false
+                    if wbuf.len() >= WRITE_BATCH {
+                        break;
+                    }
                 }
-                Ok((Err(_), b)) => {
+                if !wbuf.is_empty() {
+                    shard.conns().borrow_mut().write_started(conn, shard.now());
+                    // Boxed: the write's state exists only while one is in progress.
+                    let (res, b) = Box::pin(wr.write_all(wbuf)).await;
                     wbuf = b;
-                    wbuf.clear();
-                    true
+                    shard.conns().borrow_mut().write_finished(conn);
+                    if res.is_err() {
+                        shard.dispatch(In::Closed {
+                            conn,
+                            reason: CloseReason::WriteFailed,
+                        });
+                    }
                 }
-                Err(_) => {
-                    wbuf = Vec::new();
-                    true
-                }
-            };
-            if failed {
-                shard.dispatch(In::Closed {
-                    conn,
-                    reason: CloseReason::WriteFailed,
-                });
+                shard.conns().borrow_mut().give_buf(wbuf);
+                shard.dispatch(In::Written { conn, n: items });
             }
         }
-        shard.dispatch(In::Written { conn, n: items });
-        if close {
-            break;
-        }
+        shard.conn_done(conn);
+        // Half-close so the client sees our last packet and then EOF; wait for it to go away
+        // (the reader keeps draining), then shut down both directions, which ends the reader.
+        // Boxed: a timer is large, and only a closing connection needs one.
+        shutdown(fd, libc::SHUT_WR);
+        let linger = Duration::from_millis(shard.cfg().session.close_linger_ms);
+        Box::pin(monoio::time::sleep(linger)).await;
+        shutdown(fd, libc::SHUT_RDWR);
     }
-    shard.conn_done(conn);
-    // Half-close so the client sees our last packet and then EOF; wait for it to go away
-    // (the reader keeps draining), then shut down both directions, which ends the reader.
-    shutdown(fd, libc::SHUT_WR);
-    monoio::time::sleep(Duration::from_millis(linger_ms)).await;
-    shutdown(fd, libc::SHUT_RDWR);
 }
 
 /// `shutdown(2)` on a socket we still own (its halves are alive until the tasks end).

@@ -4,7 +4,9 @@
 
 pub(crate) mod conn;
 pub(crate) mod handoff;
+pub(crate) mod input;
 pub(crate) mod listener;
+pub(crate) mod table;
 pub mod tls;
 pub(crate) mod tls_session;
 pub(crate) mod transport;
