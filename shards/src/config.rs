@@ -141,7 +141,8 @@ pub struct SessionConfig {
     pub send_queue: usize,
     /// Pushes awaiting the client's ack; beyond it the session is closed the same way.
     pub max_inflight: usize,
-    /// A write that makes no progress for this long closes the session.
+    /// A write (at most 64 KiB) not finished after this long closes the session; checked on
+    /// the shard timer tick, so up to one tick (at most 500 ms) later.
     pub write_timeout_ms: u64,
     /// After a server-side close, how long the socket keeps draining input so the final
     /// packet (LOGOUT, INVALID_PACKET, ...) reaches the client before the socket closes.
