@@ -125,6 +125,8 @@ pub(crate) struct Shard {
     /// Counted in the mesh's pending routes (holds accepted messages not yet handed on).
     busy: Cell<bool>,
     stopping: Cell<bool>,
+    /// Events handed to the engine so far (the timer trims memory only when few arrive).
+    events: Cell<u64>,
 }
 
 impl Shard {
@@ -167,6 +169,7 @@ impl Shard {
             wakers: RefCell::new(Wakers::default()),
             busy: Cell::new(false),
             stopping: Cell::new(false),
+            events: Cell::new(0),
         })
     }
 
@@ -180,6 +183,7 @@ impl Shard {
     /// events in a row (the packets of one read, the mail of one drain), followed by one
     /// [`Shard::after_dispatch`].
     pub fn feed(self: &Rc<Self>, t: Time, ev: Event<'_>) {
+        self.events.set(self.events.get() + 1);
         let mut actions = self.actions.take();
         self.engine.borrow_mut().handle(t, ev, &mut actions);
         for a in actions.drain(..) {
@@ -530,7 +534,7 @@ impl Shard {
     async fn timer(self: Rc<Self>) {
         let period = tick_period(&self.cfg);
         let write_timeout_us = self.cfg.session.write_timeout_ms * 1000;
-        let mut trimmed = now();
+        let (mut trimmed, mut events_then) = (now(), 0);
         loop {
             monoio::time::sleep(period).await;
             self.dispatch(Event::Tick);
@@ -539,9 +543,12 @@ impl Shard {
             for fd in stuck {
                 conn::shutdown(fd, libc::SHUT_RDWR);
             }
+            // Only on a quiet shard: under load the freed pages are about to be used again,
+            // and handing them back would cost a page fault each.
             if t.micros_since(trimmed) >= TRIM_EVERY_US {
-                trimmed = t;
-                if let Some(trim) = MEMORY_TRIM.get() {
+                let quiet = self.events.get() - events_then < TRIM_QUIET_EVENTS;
+                (trimmed, events_then) = (t, self.events.get());
+                if let (true, Some(trim)) = (quiet, MEMORY_TRIM.get()) {
                     trim();
                 }
             }
@@ -631,8 +638,10 @@ impl listener::Gate for Shard {
 
 /// What [`crate::set_memory_trim`] set: called on each shard's thread.
 pub(crate) static MEMORY_TRIM: OnceLock<fn()> = OnceLock::new();
-/// How often the timer calls it.
+/// How often the timer considers calling it,
 const TRIM_EVERY_US: u64 = 1_000_000;
+/// and the most events the shard may have had since for it to do so.
+const TRIM_QUIET_EVENTS: u64 = 5_000;
 
 /// Longest the fan-out worker waits for the writes of its last step before going on.
 const WRITE_WAIT: Duration = Duration::from_millis(20);

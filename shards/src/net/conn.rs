@@ -95,6 +95,9 @@ pub(crate) fn read_loop<H: Host>(
                 }
             };
             if !matches!(got, Ok(true)) {
+                if matches!(got, Ok(false)) {
+                    shard.conns().borrow_mut().set_peer_closed(conn);
+                }
                 shard.dispatch(In::Closed {
                     conn,
                     reason: CloseReason::PeerClosed,
@@ -224,14 +227,18 @@ pub(crate) fn write_loop<H: Host>(
                 shard.dispatch(In::Written { conn, n: items });
             }
         }
+        // A peer that closed first has read all it will: dropping the socket is enough.
+        let linger = !shard.conns().borrow().peer_closed(conn);
         shard.conn_done(conn);
-        // Half-close so the client sees our last packet and then EOF; wait for it to go away
-        // (the reader keeps draining), then shut down both directions, which ends the reader.
-        // Boxed: a timer is large, and only a closing connection needs one.
-        shutdown(fd, libc::SHUT_WR);
-        let linger = Duration::from_millis(shard.cfg().session.close_linger_ms);
-        Box::pin(monoio::time::sleep(linger)).await;
-        shutdown(fd, libc::SHUT_RDWR);
+        if linger {
+            // Half-close so the client sees our last packet and then EOF; wait for it to go
+            // away (the reader keeps draining), then shut down both directions, which ends
+            // the reader. Boxed: a timer is large, and only a closing connection needs one.
+            shutdown(fd, libc::SHUT_WR);
+            let linger = Duration::from_millis(shard.cfg().session.close_linger_ms);
+            Box::pin(monoio::time::sleep(linger)).await;
+            shutdown(fd, libc::SHUT_RDWR);
+        }
     }
 }
 

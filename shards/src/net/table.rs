@@ -30,6 +30,8 @@ struct Conn {
     reader: Option<Waker>,
     /// The socket, shut down when a write outlives the write timeout.
     fd: RawFd,
+    /// The reader saw the peer close its side.
+    peer_closed: bool,
 }
 
 /// The connections of one shard (inside the shard's `RefCell`).
@@ -51,6 +53,7 @@ impl ConnTable {
                 writer: None,
                 reader: None,
                 fd,
+                peer_closed: false,
             },
         );
     }
@@ -117,6 +120,17 @@ impl ConnTable {
         if let Some(w) = self.conns.get_mut(&conn).and_then(|c| c.reader.take()) {
             w.wake();
         }
+    }
+
+    /// The reader saw end of input: the peer closed its side.
+    pub fn set_peer_closed(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.peer_closed = true;
+        }
+    }
+
+    pub fn peer_closed(&self, conn: ConnId) -> bool {
+        self.conns.get(&conn).is_some_and(|c| c.peer_closed)
     }
 
     /// An empty write buffer, from the pool when it has one.
