@@ -42,6 +42,7 @@ use im_storage::StoredMessage;
 // The engine's maps are keyed by ids it or the driver hands out (connections, tokens,
 // uids): FxHash is a few instructions where SipHash's flooding resistance buys nothing.
 use rustc_hash::FxHashMap as HashMap;
+use smallvec::SmallVec;
 
 use self::requests::{ControlError, SessionInfo, SystemMessage};
 use crate::config::CoreConfig;
@@ -298,7 +299,8 @@ pub struct Engine {
     now: Time,
     /// Boxed: the table's spare slots cost a pointer each, not a whole session.
     sessions: HashMap<ConnId, Box<Session>>,
-    users: HashMap<u32, Vec<ConnId>>,
+    /// Each user's sessions here; the first inline, so a user costs no allocation of its own.
+    users: HashMap<u32, SmallVec<[ConnId; 1]>>,
     dedupe: Dedupe,
     /// Group batches with the index of the next member to serve.
     fanout: VecDeque<(Batch, usize)>,
