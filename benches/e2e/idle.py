@@ -12,6 +12,7 @@ it, so its CPU over the hold includes answering them), and the echo server as th
 (a monoio task and a buffer per connection, no session). Writes benches/IDLE.md.
 
     benches/e2e/idle.py            # CONNS=15000 HOLD=30; about 3 minutes
+    BASE=/tmp/imserver-old benches/e2e/idle.py   # adds an older build of this server (TCP)
 
 `ulimit -n` must allow CONNS descriptors per process (loadgen holds all of them): the script
 raises its soft limit to the hard limit and lowers CONNS to fit.
@@ -72,7 +73,8 @@ def start(target, work):
         time.sleep(0.5)
         return p, ["--target", "mqtt", "--port", "29883"]
     transport = "ws" if target == "imserver-ws" else "tcp"
-    p = subprocess.Popen([f"{REL}/imserver", "--config", "/dev/null", "--bind", "127.0.0.1",
+    binary = os.environ["BASE"] if target == "base-tcp" else f"{REL}/imserver"
+    p = subprocess.Popen([binary, "--config", "/dev/null", "--bind", "127.0.0.1",
                           "--tcp-port", "29595", "--ws-port", "29596", "--data-dir", work],
                          env=dict(os.environ, RUST_LOG="warn", IMSERVER_CONTROL__PORT="29500"),
                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -127,7 +129,10 @@ def main():
     if not shutil.which("mosquitto"):
         subprocess.run("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto",
                        shell=True, check=True)
-    rows = [measure(t, conns) for t in ("imserver-tcp", "imserver-ws", "mosquitto", "echo")]
+    targets = ["imserver-tcp", "imserver-ws", "mosquitto", "echo"]
+    if os.environ.get("BASE"):
+        targets.insert(0, "base-tcp")
+    rows = [measure(t, conns) for t in targets]
     mq = next(r for r in rows if r["target"] == "mosquitto")
     out = [
         "# Idle connections: memory and CPU",
@@ -138,7 +143,9 @@ def main():
         "heartbeats. Process memory is the server's RSS after the logins minus before; kernel memory is the "
         "machine's slab and TCP buffer memory after minus before, so it counts **both ends** of every loopback "
         f"connection (loadgen's and the server's). Server CPU over {HOLD - 8 if HOLD > 16 else HOLD / 2:.0f} s "
-        "of the idle hold, after the logins.",
+        "of the idle hold, after the logins."
+        + (" `base-tcp` is the build before the idle-memory work (`BASE` "
+           f"{os.path.basename(os.environ['BASE'])}), same settings." if os.environ.get("BASE") else ""),
         "",
         "| target | connections alive | process RSS / conn | vs mosquitto | kernel slab / conn (both ends) | TCP buffers / conn | server cores while idle |",
         "| --- | --- | --- | --- | --- | --- | --- |",
