@@ -18,7 +18,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 res_dir, benches, duration, versions, elapsed = sys.argv[1:6]
 crit_dir = sys.argv[6] if len(sys.argv) > 6 else None
 R = {}
+C = {}  # run name → {"cpu_s", "wall_s"}: the target's CPU time over the run
 for f in sorted(os.listdir(res_dir)):
+    if f.endswith(".cpu"):
+        try:
+            C[f[:-4]] = json.load(open(os.path.join(res_dir, f)))
+        except ValueError:
+            pass
     if f.endswith(".json"):
         try:
             R[f[:-5]] = json.load(open(os.path.join(res_dir, f)))
@@ -47,11 +53,20 @@ def checks(r):
     return f"{r['lost']}/{r['duplicated']}/{r['reordered']}"
 
 
-def row_msgs(label, r, base):
+def cpu_cells(name, r):
+    """The target's cores over the run and its CPU µs per delivery."""
+    c = C.get(name)
+    if not c or not c["wall_s"] or not r.get("delivered"):
+        return "— | —"
+    return f"{c['cpu_s'] / c['wall_s']:.2f} | {c['cpu_s'] * 1e6 / r['delivered']:.2f}"
+
+
+def row_msgs(label, r, base, name):
     l = r["latency_us"]
     b = base["latency_us"] if base else None
     return (
         f"| {label} | {r['throughput']:,.0f} | {ratio(r['throughput'], base['throughput']) if base else '—'} "
+        f"| {cpu_cells(name, r)} "
         f"| {l['p50']:,} | {l['p99']:,} | {ratio(l['p99'], b['p99']) if b else '—'} | {l['p999']:,} | {l['max']:,} "
         f"| {checks(r)} |"
     )
@@ -82,12 +97,12 @@ for key, title, note in [
     w("")
     w(note)
     w("")
-    w("| target | deliveries/s | throughput ratio | p50 µs | p99 µs | p99 ratio | p99.9 µs | max µs | lost/dup/reord |")
-    w("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    w("| target | deliveries/s | throughput ratio | server cores | server CPU µs / delivery | p50 µs | p99 µs | p99 ratio | p99.9 µs | max µs | lost/dup/reord |")
+    w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     base = R.get(f"im-{key}")
     for t, label in TARGETS:
         r = R.get(f"{t}-{key}")
-        w(row_msgs(label, r, base) if r else f"| {label} | missing (run failed) | | | | | | | |")
+        w(row_msgs(label, r, base, f"{t}-{key}") if r else f"| {label} | missing (run failed) | | | | | | | | | |")
     w("")
 
 w("## Group fan-out, flat out")
@@ -96,18 +111,18 @@ w("About 1,000 members per run (groups × members), one sender per group with at
   "messages in flight (unacked, or not yet received by every member); fan-out latency is "
   "send → the last member received it.")
 w("")
-w("| target | members | deliveries/s | throughput ratio | fan-out p50 µs | fan-out p99 µs | p99 ratio | delivery p99 µs | lost/dup/reord |")
-w("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+w("| target | members | deliveries/s | throughput ratio | server cores | server CPU µs / delivery | fan-out p50 µs | fan-out p99 µs | p99 ratio | delivery p99 µs | lost/dup/reord |")
+w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for m in SIZES:
     base = R.get(f"im-group-{m}")
     for t, label in TARGETS[:3]:
         r = R.get(f"{t}-group-{m}")
         if not r:
-            w(f"| {label} | {m} | missing (run failed) | | | | | | |")
+            w(f"| {label} | {m} | missing (run failed) | | | | | | | | |")
             continue
         f = r["fanout_latency_us"]
         w(f"| {label} | {m} | {r['throughput']:,.0f} | {ratio(r['throughput'], base['throughput']) if base else '—'} "
-          f"| {f['p50']:,} | {f['p99']:,} | {ratio(f['p99'], base['fanout_latency_us']['p99']) if base else '—'} "
+          f"| {cpu_cells(f'{t}-group-{m}', r)} | {f['p50']:,} | {f['p99']:,} | {ratio(f['p99'], base['fanout_latency_us']['p99']) if base else '—'} "
           f"| {r['latency_us']['p99']:,} | {checks(r)} |")
 w("")
 
