@@ -14,8 +14,8 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "../.."))
-REL = os.path.join(ROOT, "target/release")
+from harness import REL, ROOT, cpu_seconds, start_imserver
+
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
 SCENARIOS = {
     "flat out, 50 pairs, window 32": ["--pairs", "50", "--window", "32"],
@@ -23,26 +23,15 @@ SCENARIOS = {
 }
 
 
-def cpu(pid):
-    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def once(driver, args, base):
     data = tempfile.mkdtemp(prefix="drivers-")
-    srv = subprocess.Popen([f"{REL}/imserver", "--config", "/dev/null", "--bind", "127.0.0.1", "--driver", driver,
-                            "--tcp-port", "29695", "--ws-port", "29696", "--data-dir", data],
-                           env=dict(os.environ, RUST_LOG="warn", IMSERVER_CONTROL__PORT="29600"),
-                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    for line in srv.stdout:
-        if line.strip() == "ready":
-            break
+    srv = start_imserver(data, 29695, 29696, 29600, args=("--driver", driver))
     try:
-        c0, t0 = cpu(srv.pid), time.time()
+        c0, t0 = cpu_seconds(srv.pid), time.time()
         p = subprocess.run([f"{REL}/loadgen", "--port", "29695", "--admin-url", "http://127.0.0.1:29600", "--json",
                             "--quiet", "--duration", "10s", "--uid-base", str(base), "p2p", *args],
                            capture_output=True, text=True, timeout=120)
-        c1, t1 = cpu(srv.pid), time.time()
+        c1, t1 = cpu_seconds(srv.pid), time.time()
     finally:
         srv.terminate()
         srv.wait(timeout=30)

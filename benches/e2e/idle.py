@@ -26,23 +26,11 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "../.."))
-REL = os.path.join(ROOT, "target/release")
+from harness import REL, ROOT, cpu_seconds, rss_bytes, start_imserver
+
 CONNS = int(os.environ.get("CONNS", "15000"))
 HOLD = int(os.environ.get("HOLD", "30"))
 PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def rss(pid):
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
-def cpu(pid):
-    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def kernel():
@@ -73,14 +61,8 @@ def start(target, work):
         time.sleep(0.5)
         return p, ["--target", "mqtt", "--port", "29883"]
     transport = "ws" if target == "imserver-ws" else "tcp"
-    binary = os.environ["BASE"] if target == "base-tcp" else f"{REL}/imserver"
-    p = subprocess.Popen([binary, "--config", "/dev/null", "--bind", "127.0.0.1",
-                          "--tcp-port", "29595", "--ws-port", "29596", "--data-dir", work],
-                         env=dict(os.environ, RUST_LOG="warn", IMSERVER_CONTROL__PORT="29500"),
-                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    for line in p.stdout:
-        if line.strip() == "ready":
-            break
+    binary = os.environ["BASE"] if target == "base-tcp" else None
+    p = start_imserver(work, 29595, 29596, 29500, binary=binary)
     port = "29596" if transport == "ws" else "29595"
     return p, ["--transport", transport, "--port", port, "--admin-url", "http://127.0.0.1:29500"]
 
@@ -90,16 +72,16 @@ def measure(target, conns):
     srv, args = start(target, work)
     try:
         time.sleep(1)
-        rss0, (slab0, tcp0) = rss(srv.pid), kernel()
+        rss0, (slab0, tcp0) = rss_bytes(srv.pid), kernel()
         lg = subprocess.Popen([f"{REL}/loadgen", *args, "--json", "--quiet", "--duration", f"{HOLD + 10}s",
                                "idle", "--conns", str(conns), "--server-pid", str(srv.pid)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         # Logins take a few seconds; then let the server settle and measure the hold.
         time.sleep(8)
-        rss1, (slab1, tcp1) = rss(srv.pid), kernel()
-        c0, t0 = cpu(srv.pid), time.time()
+        rss1, (slab1, tcp1) = rss_bytes(srv.pid), kernel()
+        c0, t0 = cpu_seconds(srv.pid), time.time()
         time.sleep(HOLD - 8 if HOLD > 16 else HOLD / 2)
-        cores = (cpu(srv.pid) - c0) / (time.time() - t0)
+        cores = (cpu_seconds(srv.pid) - c0) / (time.time() - t0)
         out, err = lg.communicate(timeout=HOLD + 120)
         if lg.returncode != 0:
             sys.exit(f"loadgen failed on {target} ({lg.returncode}): {out[-2000:]} {err[-2000:]}")

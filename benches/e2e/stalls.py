@@ -18,23 +18,15 @@ import tempfile
 import threading
 import time
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "../.."))
-REL = os.path.join(ROOT, "target/release")
+from harness import REL, ROOT, cpu_seconds, rss_bytes, start_imserver
+
 DURATION = int(os.environ.get("DURATION", "60"))
 PAIRS = os.environ.get("PAIRS", "50")
 WINDOW = os.environ.get("WINDOW", "32")
 
 
 def rss_mb(pid):
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def cpu(pid):
-    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+    return rss_bytes(pid) / 2**20
 
 
 def measure(name, env, echo=False):
@@ -44,13 +36,7 @@ def measure(name, env, echo=False):
                                stderr=subprocess.DEVNULL)
         time.sleep(0.5)
     else:
-        srv = subprocess.Popen([f"{REL}/imserver", "--config", "/dev/null", "--bind", "127.0.0.1",
-                                "--tcp-port", "29595", "--ws-port", "29596", "--data-dir", data],
-                               env=dict(os.environ, RUST_LOG="warn", IMSERVER_CONTROL__PORT="29500", **env),
-                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        for line in srv.stdout:
-            if line.strip() == "ready":
-                break
+        srv = start_imserver(data, 29595, 29596, 29500, env=env)
     samples = []
     done = threading.Event()
 
@@ -61,7 +47,7 @@ def measure(name, env, echo=False):
             time.sleep(1)
 
     try:
-        c0 = cpu(srv.pid)
+        c0 = cpu_seconds(srv.pid)
         threading.Thread(target=sample, daemon=True).start()
         t0 = time.time()
         target = ["--target", "echo"] if echo else []
@@ -70,7 +56,7 @@ def measure(name, env, echo=False):
                             "--window", WINDOW], capture_output=True, text=True, timeout=DURATION + 120)
         wall = time.time() - t0
         done.set()
-        c1 = cpu(srv.pid)
+        c1 = cpu_seconds(srv.pid)
         if p.returncode != 0:
             sys.exit(f"loadgen failed ({p.returncode}): {p.stdout[-2000:]} {p.stderr[-2000:]}")
         r = json.loads(p.stdout)
