@@ -131,114 +131,140 @@ async fn pre_auth_tls<G: Gate>(shard: Rc<G>, stream: TcpStream, kind: TransportK
             return;
         }
     };
-    match monoio::time::timeout(timeout, pre.handshake()).await {
+    match Box::pin(monoio::time::timeout(timeout, pre.handshake())).await {
         Ok(Ok(())) => pre_auth(shard, pre, kind, peer).await,
         Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
         Err(_) => tracing::debug!("TLS handshake timed out"),
     }
 }
 
-async fn pre_auth<G: Gate>(
+// An `async move` block, not an `async fn`: an `async fn` would hold its arguments twice
+// (for TLS the whole pre-authentication rustls connection), for every login in progress.
+#[allow(clippy::manual_async_fn)]
+fn pre_auth<G: Gate>(
     shard: Rc<G>,
     mut stream: impl PreAuthIo,
     kind: TransportKind,
     peer: IpAddr,
-) {
-    let fd = stream.as_raw_fd();
-    let cfg = &shard.cfg();
-    let linger = Duration::from_millis(cfg.session.close_linger_ms);
-    let timeout = Duration::from_millis(cfg.session.connect_timeout_ms);
-    let first = monoio::time::timeout(timeout, read_first_packet(&*shard, &mut stream, kind)).await;
-    let (packet, leftover, framing) = match first {
-        Ok(Ok(x)) => x,
-        Ok(Err(Refusal::Http(resp))) => {
-            let _ = monoio::time::timeout(linger, stream.write_all(resp)).await;
-            return finish(stream, fd, linger).await;
-        }
-        Ok(Err(Refusal::Invalid)) => {
-            return refuse_and_close(stream, fd, kind, Some(ServerPacket::InvalidPacket), linger)
+) -> impl std::future::Future<Output = ()> {
+    async move {
+        let fd = stream.as_raw_fd();
+        let cfg = &shard.cfg();
+        let linger = Duration::from_millis(cfg.session.close_linger_ms);
+        let timeout = Duration::from_millis(cfg.session.connect_timeout_ms);
+        // Boxed here and below: timers and the refusal paths are large (a timer is 128-byte
+        // aligned), and a task's size is that of its largest state, held for every login.
+        let first = Box::pin(monoio::time::timeout(
+            timeout,
+            read_first_packet(&*shard, &mut stream, kind),
+        ))
+        .await;
+        let (packet, leftover, framing) = match first {
+            Ok(Ok(x)) => x,
+            Ok(Err(Refusal::Http(resp))) => {
+                return Box::pin(async move {
+                    let _ = monoio::time::timeout(linger, stream.write_all(resp)).await;
+                    finish(stream, fd, linger).await
+                })
                 .await;
-        }
-        Ok(Err(Refusal::Silent)) | Err(_) => return,
-    };
-    let (username, password, role, flags) = match ClientPacket::decode(&packet) {
-        Ok(ClientPacket::Connect {
-            username,
-            password,
-            role,
-            flags,
-        }) => (username, password, role.unwrap_or(0), flags.unwrap_or(0)),
-        Ok(_) => {
-            tracing::debug!("first packet is not CONNECT");
-            return refuse_and_close(stream, fd, kind, None, linger).await;
-        }
-        Err(e) => {
-            tracing::debug!(error = %e, "malformed CONNECT");
-            return refuse_and_close(stream, fd, kind, Some(ServerPacket::InvalidPacket), linger)
+            }
+            Ok(Err(Refusal::Invalid)) => {
+                return Box::pin(refuse_and_close(
+                    stream,
+                    fd,
+                    kind,
+                    Some(ServerPacket::InvalidPacket),
+                    linger,
+                ))
                 .await;
+            }
+            Ok(Err(Refusal::Silent)) | Err(_) => return,
+        };
+        let (username, password, role, flags) = match ClientPacket::decode(&packet) {
+            Ok(ClientPacket::Connect {
+                username,
+                password,
+                role,
+                flags,
+            }) => (username, password, role.unwrap_or(0), flags.unwrap_or(0)),
+            Ok(_) => {
+                tracing::debug!("first packet is not CONNECT");
+                return Box::pin(refuse_and_close(stream, fd, kind, None, linger)).await;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "malformed CONNECT");
+                return Box::pin(refuse_and_close(
+                    stream,
+                    fd,
+                    kind,
+                    Some(ServerPacket::InvalidPacket),
+                    linger,
+                ))
+                .await;
+            }
+        };
+        let nack = |code| Some(ServerPacket::ConnectAck { code });
+        if !shard.limiter().allowed(peer, Instant::now()) {
+            tracing::debug!(%peer, "too many failed logins from this address; CONNECT_ACK 5");
+            shard.stats().limiter(true);
+            let n = nack(connack::TOO_MANY_ATTEMPTS);
+            return Box::pin(refuse_and_close(stream, fd, kind, n, linger)).await;
         }
-    };
-    let nack = |code| Some(ServerPacket::ConnectAck { code });
-    if !shard.limiter().allowed(peer, Instant::now()) {
-        tracing::debug!(%peer, "too many failed logins from this address; CONNECT_ACK 5");
-        shard.stats().limiter(true);
-        let n = nack(connack::TOO_MANY_ATTEMPTS);
-        return refuse_and_close(stream, fd, kind, n, linger).await;
-    }
-    let uid = match (&shard.callback(), shard.cfg().auth.mode) {
-        (Some(cb), AuthMode::Http) => {
-            match cb.check(username.to_vec(), password.to_vec(), role).await {
-                Verdict::Pass(uid) => uid,
-                Verdict::Denied => {
-                    tracing::debug!("authentication callback denied");
-                    shard.stats().callback_failed(true);
+        let uid = match (&shard.callback(), shard.cfg().auth.mode) {
+            (Some(cb), AuthMode::Http) => {
+                match Box::pin(cb.check(username.to_vec(), password.to_vec(), role)).await {
+                    Verdict::Pass(uid) => uid,
+                    Verdict::Denied => {
+                        tracing::debug!("authentication callback denied");
+                        shard.stats().callback_failed(true);
+                        count_failure(&*shard, peer);
+                        let n = nack(connack::BAD_CREDENTIALS);
+                        return Box::pin(refuse_and_close(stream, fd, kind, n, linger)).await;
+                    }
+                    Verdict::Unavailable(why) => {
+                        tracing::warn!(%why, "authentication callback failed; CONNECT_ACK 4");
+                        shard.stats().callback_failed(false);
+                        let n = nack(connack::UNAVAILABLE);
+                        return Box::pin(refuse_and_close(stream, fd, kind, n, linger)).await;
+                    }
+                }
+            }
+            _ => match shard.auth().verify(username, password) {
+                Ok(uid) => uid,
+                Err(e) => {
+                    tracing::debug!(error = %e, "authentication failed");
+                    shard.stats().auth_failed(&e);
                     count_failure(&*shard, peer);
                     let n = nack(connack::BAD_CREDENTIALS);
-                    return refuse_and_close(stream, fd, kind, n, linger).await;
+                    return Box::pin(refuse_and_close(stream, fd, kind, n, linger)).await;
                 }
-                Verdict::Unavailable(why) => {
-                    tracing::warn!(%why, "authentication callback failed; CONNECT_ACK 4");
-                    shard.stats().callback_failed(false);
-                    let n = nack(connack::UNAVAILABLE);
-                    return refuse_and_close(stream, fd, kind, n, linger).await;
-                }
-            }
+            },
+        };
+        // Detach the socket from this shard's driver; the owner shard adopts it.
+        let (tcp, tls) = stream.detach();
+        let fd = tcp.into_raw_fd();
+        // SAFETY: `into_raw_fd` gave us sole ownership of this open socket descriptor.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let handoff = Handoff {
+            fd,
+            tls,
+            session: Arrival {
+                framing,
+                leftover,
+                uid,
+                role,
+                flags,
+            },
+        };
+        let owner = owner_of(uid, shard.mesh().shards());
+        if owner == shard.id() {
+            shard.attach(handoff);
+        } else {
+            shard
+                .mesh()
+                .send(shard.id(), owner, Mail::Handoff(handoff))
+                .await;
         }
-        _ => match shard.auth().verify(username, password) {
-            Ok(uid) => uid,
-            Err(e) => {
-                tracing::debug!(error = %e, "authentication failed");
-                shard.stats().auth_failed(&e);
-                count_failure(&*shard, peer);
-                let n = nack(connack::BAD_CREDENTIALS);
-                return refuse_and_close(stream, fd, kind, n, linger).await;
-            }
-        },
-    };
-    // Detach the socket from this shard's driver; the owner shard adopts it.
-    let (tcp, tls) = stream.detach();
-    let fd = tcp.into_raw_fd();
-    // SAFETY: `into_raw_fd` gave us sole ownership of this open socket descriptor.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let handoff = Handoff {
-        fd,
-        tls,
-        session: Arrival {
-            framing,
-            leftover,
-            uid,
-            role,
-            flags,
-        },
-    };
-    let owner = owner_of(uid, shard.mesh().shards());
-    if owner == shard.id() {
-        shard.attach(handoff);
-    } else {
-        shard
-            .mesh()
-            .send(shard.id(), owner, Mail::Handoff(handoff))
-            .await;
     }
 }
 
