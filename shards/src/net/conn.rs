@@ -14,6 +14,7 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::os::fd::RawFd;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -252,19 +253,32 @@ pub(crate) fn shutdown(fd: std::os::fd::RawFd, how: libc::c_int) {
 }
 
 /// Writes one packet on a connection that has no session (pre-auth refusals), then closes.
-/// `fd` is the stream's socket.
-pub(crate) async fn refuse_and_close(
-    mut stream: impl AsyncReadRent + AsyncWriteRent,
+/// `fd` is the stream's socket. See [`close_with`].
+pub(crate) fn refuse_and_close<S: AsyncReadRent + AsyncWriteRent>(
+    stream: S,
     fd: RawFd,
     kind: TransportKind,
     packet: Option<ServerPacket<'_>>,
     linger: Duration,
-) {
-    let out = refusal(kind, packet);
-    if !out.is_empty() {
-        let _ = monoio::time::timeout(linger, stream.write_all(out)).await;
-    }
-    finish(stream, fd, linger).await;
+) -> Pin<Box<impl Future<Output = ()>>> {
+    close_with(stream, fd, refusal(kind, packet), linger)
+}
+
+/// Writes `out` (if any) on a connection that has no session, then closes it. Boxed: its
+/// timers are large and only refused connections need them, so the login task that awaits
+/// it stays small for every login.
+pub(crate) fn close_with<S: AsyncReadRent + AsyncWriteRent>(
+    mut stream: S,
+    fd: RawFd,
+    out: Vec<u8>,
+    linger: Duration,
+) -> Pin<Box<impl Future<Output = ()>>> {
+    Box::pin(async move {
+        if !out.is_empty() {
+            let _ = monoio::time::timeout(linger, stream.write_all(out)).await;
+        }
+        finish(stream, fd, linger).await;
+    })
 }
 
 /// The last packet (if any) and, on WebSocket, the close frame.

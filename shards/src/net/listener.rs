@@ -22,7 +22,7 @@ use crate::auth::callback::{AuthCallback, Verdict};
 use crate::auth::limiter::{AuthLimiter, Recorded};
 use crate::auth::TokenAuth;
 use crate::config::{AuthMode, CoreConfig};
-use crate::net::conn::{finish, refuse_and_close};
+use crate::net::conn::{close_with, refuse_and_close};
 use crate::net::handoff::{Arrival, Handoff};
 use crate::net::tls::{PreTls, TlsState};
 use crate::net::transport::{Event, Framing, TransportKind};
@@ -152,7 +152,7 @@ fn pre_auth<G: Gate>(
         let cfg = &shard.cfg();
         let linger = Duration::from_millis(cfg.session.close_linger_ms);
         let timeout = Duration::from_millis(cfg.session.connect_timeout_ms);
-        // Boxed here and below: timers and the refusal paths are large (a timer is 128-byte
+        // Boxed here and below (the refusals box themselves): timers are large (128-byte
         // aligned), and a task's size is that of its largest state, held for every login.
         let first = Box::pin(monoio::time::timeout(
             timeout,
@@ -162,20 +162,16 @@ fn pre_auth<G: Gate>(
         let (packet, leftover, framing) = match first {
             Ok(Ok(x)) => x,
             Ok(Err(Refusal::Http(resp))) => {
-                return Box::pin(async move {
-                    let _ = monoio::time::timeout(linger, stream.write_all(resp)).await;
-                    finish(stream, fd, linger).await
-                })
-                .await;
+                return close_with(stream, fd, resp, linger).await;
             }
             Ok(Err(Refusal::Invalid)) => {
-                return Box::pin(refuse_and_close(
+                return refuse_and_close(
                     stream,
                     fd,
                     kind,
                     Some(ServerPacket::InvalidPacket),
                     linger,
-                ))
+                )
                 .await;
             }
             Ok(Err(Refusal::Silent)) | Err(_) => return,
@@ -189,17 +185,17 @@ fn pre_auth<G: Gate>(
             }) => (username, password, role.unwrap_or(0), flags.unwrap_or(0)),
             Ok(_) => {
                 tracing::debug!("first packet is not CONNECT");
-                return Box::pin(refuse_and_close(stream, fd, kind, None, linger)).await;
+                return refuse_and_close(stream, fd, kind, None, linger).await;
             }
             Err(e) => {
                 tracing::debug!(error = %e, "malformed CONNECT");
-                return Box::pin(refuse_and_close(
+                return refuse_and_close(
                     stream,
                     fd,
                     kind,
                     Some(ServerPacket::InvalidPacket),
                     linger,
-                ))
+                )
                 .await;
             }
         };
@@ -208,7 +204,7 @@ fn pre_auth<G: Gate>(
             tracing::debug!(%peer, "too many failed logins from this address; CONNECT_ACK 5");
             shard.stats().limiter(true);
             let n = nack(connack::TOO_MANY_ATTEMPTS);
-            return Box::pin(refuse_and_close(stream, fd, kind, n, linger)).await;
+            return refuse_and_close(stream, fd, kind, n, linger).await;
         }
         let uid = match (&shard.callback(), shard.cfg().auth.mode) {
             (Some(cb), AuthMode::Http) => {
@@ -219,13 +215,13 @@ fn pre_auth<G: Gate>(
                         shard.stats().callback_failed(true);
                         count_failure(&*shard, peer);
                         let n = nack(connack::BAD_CREDENTIALS);
-                        return Box::pin(refuse_and_close(stream, fd, kind, n, linger)).await;
+                        return refuse_and_close(stream, fd, kind, n, linger).await;
                     }
                     Verdict::Unavailable(why) => {
                         tracing::warn!(%why, "authentication callback failed; CONNECT_ACK 4");
                         shard.stats().callback_failed(false);
                         let n = nack(connack::UNAVAILABLE);
-                        return Box::pin(refuse_and_close(stream, fd, kind, n, linger)).await;
+                        return refuse_and_close(stream, fd, kind, n, linger).await;
                     }
                 }
             }
@@ -236,7 +232,7 @@ fn pre_auth<G: Gate>(
                     shard.stats().auth_failed(&e);
                     count_failure(&*shard, peer);
                     let n = nack(connack::BAD_CREDENTIALS);
-                    return Box::pin(refuse_and_close(stream, fd, kind, n, linger)).await;
+                    return refuse_and_close(stream, fd, kind, n, linger).await;
                 }
             },
         };
