@@ -49,6 +49,11 @@ use crate::route::mailbox::Mesh;
 use crate::route::{Mail, Request};
 use crate::stats::ShardStats;
 
+mod ports;
+mod timer;
+
+pub(crate) use timer::MEMORY_TRIM;
+
 /// What every shard shares (read-only) with the others.
 pub struct Shared {
     pub cfg: Arc<CoreConfig>,
@@ -528,133 +533,10 @@ impl Shard {
             let _ = monoio::time::timeout(WRITE_WAIT, drained).await;
         }
     }
-
-    /// Fires the engine's timers (heartbeat, redelivery) every tick and ends writes stuck
-    /// past the write timeout (shutting the socket down fails the write).
-    async fn timer(self: Rc<Self>) {
-        let period = tick_period(&self.cfg);
-        let write_timeout_us = self.cfg.session.write_timeout_ms * 1000;
-        let (mut trimmed, mut events_then) = (now(), 0);
-        loop {
-            monoio::time::sleep(period).await;
-            self.dispatch(Event::Tick);
-            let t = now();
-            let stuck = self.conns.borrow_mut().overdue_writes(t, write_timeout_us);
-            for fd in stuck {
-                conn::shutdown(fd, libc::SHUT_RDWR);
-            }
-            // Only on a quiet shard: under load the freed pages are about to be used again,
-            // and handing them back would cost a page fault each.
-            if t.micros_since(trimmed) >= TRIM_EVERY_US {
-                let quiet = self.events.get() - events_then < TRIM_QUIET_EVENTS;
-                (trimmed, events_then) = (t, self.events.get());
-                if let (true, Some(trim)) = (quiet, MEMORY_TRIM.get()) {
-                    trim();
-                }
-            }
-        }
-    }
 }
-
-impl conn::Host for Shard {
-    fn cfg(&self) -> &CoreConfig {
-        &self.cfg
-    }
-
-    fn now(&self) -> Time {
-        now()
-    }
-
-    fn feed(self: &Rc<Self>, t: Time, ev: Event<'_>) {
-        Shard::feed(self, t, ev)
-    }
-
-    fn after_dispatch(&self) {
-        Shard::after_dispatch(self)
-    }
-
-    fn dispatch(self: &Rc<Self>, ev: Event<'_>) {
-        Shard::dispatch(self, ev)
-    }
-
-    fn is_open(&self, conn: ConnId) -> bool {
-        Shard::is_open(self, conn)
-    }
-
-    fn readable(&self, conn: ConnId) -> impl std::future::Future<Output = ()> + '_ {
-        Shard::readable(self, conn)
-    }
-
-    fn conn_done(&self, conn: ConnId) {
-        Shard::conn_done(self, conn)
-    }
-
-    fn conns(&self) -> &RefCell<ConnTable> {
-        &self.conns
-    }
-
-    fn read_scratch(&self) -> &RefCell<Vec<u8>> {
-        &self.read_buf
-    }
-}
-
-impl listener::Gate for Shard {
-    fn id(&self) -> usize {
-        self.id
-    }
-
-    fn cfg(&self) -> &CoreConfig {
-        &self.cfg
-    }
-
-    fn tls(&self) -> Option<Arc<rustls::ServerConfig>> {
-        self.tls.clone()
-    }
-
-    fn auth(&self) -> &TokenAuth {
-        &self.auth
-    }
-
-    fn limiter(&self) -> &AuthLimiter {
-        &self.limiter
-    }
-
-    fn callback(&self) -> Option<&Arc<dyn AuthCallback>> {
-        self.callback.as_ref()
-    }
-
-    fn stats(&self) -> &ShardStats {
-        &self.stats
-    }
-
-    fn mesh(&self) -> &Mesh<Mail> {
-        &self.mesh
-    }
-
-    fn attach(self: &Rc<Self>, h: Handoff) {
-        Shard::attach(self, h)
-    }
-}
-
-/// What [`crate::set_memory_trim`] set: called on each shard's thread.
-pub(crate) static MEMORY_TRIM: OnceLock<fn()> = OnceLock::new();
-/// How often the timer considers calling it,
-const TRIM_EVERY_US: u64 = 1_000_000;
-/// and the most events the shard may have had since for it to do so.
-const TRIM_QUIET_EVENTS: u64 = 5_000;
 
 /// Longest the fan-out worker waits for the writes of its last step before going on.
 const WRITE_WAIT: Duration = Duration::from_millis(20);
-
-/// How often the timers are checked: a fraction of the shortest timer.
-fn tick_period(c: &CoreConfig) -> Duration {
-    let shortest = c
-        .session
-        .heartbeat_interval_ms
-        .min(c.session.heartbeat_timeout_ms)
-        .min(c.delivery.redelivery_interval_ms);
-    Duration::from_millis((shortest / 4).clamp(10, 500))
-}
 
 /// Yields once to the runtime (other tasks and I/O completions run first).
 async fn yield_now() {
