@@ -111,6 +111,11 @@ fn publisher_that_never_reads(d: Driver) {
     let mut flooder = srv.connect(50, Kind::Tcp);
     let mut sender = srv.connect(52, Kind::Tcp);
     let mut sink = srv.connect(51, Kind::Tcp);
+    // A push reaching the sink means its login has finished fetching its (empty) offline
+    // backlog: pushes that arrive during that fetch are held, boundedly, and a flood there
+    // would close the sink as a slow consumer (storing the flood offline) instead.
+    sender.publish_acked(51, &msg_id(999), b"ready");
+    assert_eq!(content(&sink.recv_push_ack().1), "ready");
     // Messages for the flooder while it is not reading.
     for i in 0..10u64 {
         sender.publish_acked(50, &msg_id(1000 + i), format!("kept{i}").as_bytes());
