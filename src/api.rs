@@ -25,6 +25,7 @@ pub fn start(
     server: &Server,
     store: StoreHandle,
     groups: Arc<dyn GroupStore>,
+    cluster: Option<Arc<im_cluster::Cluster>>,
 ) -> anyhow::Result<Api> {
     if !cfg.control.enabled {
         return Ok(Api {
@@ -45,13 +46,22 @@ pub fn start(
         control: server.control(),
         store: store.clone(),
     };
+    let mut registry = registry(metrics);
+    if let Some(c) = &cluster {
+        registry.register_collector(Box::new(im_cluster::stats::ClusterMetrics(c.stats())));
+    }
+    let home = cluster.map(|c| {
+        let f: im_control::HomeOf = Arc::new(move |uid| c.home_of(uid).map(|n| node_json(&n)));
+        f
+    });
     let state = Arc::new(AppState {
         cfg: cfg.control.clone(),
         auth: Arc::new(TokenAuth::new(&cfg.auth.secret)),
         groups,
         control: server.control(),
         store,
-        registry: registry(metrics),
+        registry,
+        home,
         demo: cfg.demo.enabled.then(|| im_control::demo::DemoEndpoints {
             ws_port: cfg.net.ws_port,
             ws_path: cfg.net.ws_path.clone(),
@@ -86,4 +96,21 @@ impl Api {
             });
         }
     }
+}
+
+/// A node's client addresses as the token endpoint returns them.
+fn node_json(n: &im_cluster::NodeInfo) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "id": n.id,
+        "host": n.host,
+        "tcp": format!("{}:{}", n.host, n.tcp_port),
+        "ws": format!("ws://{}:{}{}", n.host, n.ws_port, n.ws_path),
+    });
+    if n.wss_port != 0 {
+        v["wss"] = format!("wss://{}:{}{}", n.host, n.wss_port, n.wss_path).into();
+    }
+    if n.tls_tcp_port != 0 {
+        v["tls_tcp"] = format!("{}:{}", n.host, n.tls_tcp_port).into();
+    }
+    v
 }

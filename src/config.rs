@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
+use im_cluster::ClusterConfig;
 use im_control::demo::DemoConfig;
 use im_control::ControlConfig;
 use im_shards::config::{
@@ -34,6 +35,7 @@ pub struct Config {
     pub demo: DemoConfig,
     pub storage: StorageConfig,
     pub log: LogConfig,
+    pub cluster: ClusterConfig,
 }
 
 /// Where offline messages live.
@@ -103,6 +105,52 @@ impl Config {
             .try_into()
             .context("invalid configuration")?;
         Ok(cfg)
+    }
+
+    /// Checks the `[cluster]` section against the rest: a cluster needs a shared offline
+    /// store and Redis groups (every node must see the same ones).
+    pub fn check_cluster(&self) -> anyhow::Result<()> {
+        let c = &self.cluster;
+        if !c.enabled {
+            return Ok(());
+        }
+        c.validate().map_err(anyhow::Error::msg)?;
+        if self.storage.backend == OfflineBackend::Embedded {
+            bail!(
+                "cluster.enabled needs an offline store every node shares: set storage.backend = \"redis\" (or \"scylla\"); the embedded store is local to one node"
+            );
+        }
+        if self.groups.backend != im_shards::config::GroupBackend::Redis {
+            bail!(
+                "cluster.enabled needs group membership every node shares: set groups.backend = \"redis\""
+            );
+        }
+        Ok(())
+    }
+
+    /// What this node registers in the cluster.
+    pub fn node_info(&self) -> im_cluster::NodeInfo {
+        let c = &self.cluster;
+        let tls = self.tls.enabled;
+        im_cluster::NodeInfo {
+            id: c.node_id.clone(),
+            host: c.advertise_host.clone(),
+            tcp_port: c.advertise_tcp_port.unwrap_or(self.net.tcp_port),
+            ws_port: c.advertise_ws_port.unwrap_or(self.net.ws_port),
+            ws_path: self.net.ws_path.clone(),
+            wss_port: if tls {
+                c.advertise_wss_port.unwrap_or(self.tls.wss_port)
+            } else {
+                0
+            },
+            wss_path: self.tls.wss_path.clone(),
+            tls_tcp_port: if tls {
+                c.advertise_tls_tcp_port.unwrap_or(self.tls.tcp_port)
+            } else {
+                0
+            },
+            instance: format!("{:x}-{}", std::process::id(), im_storage::now_ms()),
+        }
     }
 
     /// The part the shards run on.

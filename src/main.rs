@@ -116,6 +116,7 @@ fn init_logs(cfg: &Config) -> anyhow::Result<()> {
 
 fn run(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     init_logs(&cfg)?;
+    cfg.check_cluster()?;
 
     // Signals are blocked for every thread started after this point.
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
@@ -127,9 +128,27 @@ fn run(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     let (group_store, group_desc) = groups::open(&cfg, &control)?;
     let callback = auth_callback(&cfg, &control)?;
     im_shards::set_memory_trim(trim_memory);
-    let server = Server::start(cfg.core(), handle.clone(), group_store.clone(), callback)
-        .context("starting shards")?;
-    let api = api::start(&cfg, &control, &server, handle.clone(), group_store)?;
+    let cluster = join_cluster(&cfg, &control)?;
+    let link = cluster.as_ref().map(|c| c.shard_link());
+    let server = Server::start(
+        cfg.core(),
+        handle.clone(),
+        group_store.clone(),
+        callback,
+        link,
+    )
+    .context("starting shards")?;
+    if let Some(c) = &cluster {
+        c.run(server.control())?;
+    }
+    let api = api::start(
+        &cfg,
+        &control,
+        &server,
+        handle.clone(),
+        group_store,
+        cluster.clone(),
+    )?;
 
     print_summary(&cfg, &server, path.as_deref(), &store_desc, &group_desc);
     tracing::info!("imserver ready");
@@ -140,13 +159,40 @@ fn run(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
             "shutting down: closing sessions, storing undelivered messages"
         );
     }
+    // In a cluster: leave the live set and stop taking inbox mail first, so the other
+    // nodes route around this one while its sessions close; then send what the shards
+    // still queued for other nodes.
+    if let Some(c) = &cluster {
+        c.leave();
+    }
     api.stop(&control);
     server.shutdown();
+    if let Some(c) = &cluster {
+        c.finish(Duration::from_secs(3));
+    }
     handle.stop();
     worker.join();
     control.shutdown_timeout(Duration::from_secs(1));
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Joins the cluster when `cluster.enabled` (takes this node's lease, reads the live set).
+fn join_cluster(
+    cfg: &Config,
+    rt: &tokio::runtime::Runtime,
+) -> anyhow::Result<Option<Arc<im_cluster::Cluster>>> {
+    if !cfg.cluster.enabled {
+        return Ok(None);
+    }
+    let c = im_cluster::Cluster::join(
+        &cfg.cluster,
+        &cfg.redis,
+        cfg.node_info(),
+        rt.handle().clone(),
+    )
+    .context("joining the cluster")?;
+    Ok(Some(Arc::new(c)))
 }
 
 /// The configured offline store, and a one-line description for the summary.
@@ -257,6 +303,13 @@ fn print_summary(cfg: &Config, server: &Server, path: Option<&Path>, store: &str
         cfg.delivery.retention_days
     );
     println!("  groups     {groups}");
+    if cfg.cluster.enabled {
+        let c = &cfg.cluster;
+        println!(
+            "  cluster    node {} advertised at {} (lease {} ms, Redis {}:{})",
+            c.node_id, c.advertise_host, c.lease_ms, cfg.redis.host, cfg.redis.port
+        );
+    }
     if cfg.control.enabled {
         println!(
             "  http api   http://{}:{} (/metrics, /healthz, /readyz; admin endpoints need control.admin_secret)",

@@ -70,7 +70,13 @@ pub struct AppState {
     pub registry: Registry,
     /// The demo's transports when `[demo] enabled`, else `None` (no demo routes).
     pub demo: Option<demo::DemoEndpoints>,
+    /// In a cluster: a user's home node and its client addresses (JSON), which the token
+    /// endpoint returns so the client connects there directly.
+    pub home: Option<HomeOf>,
 }
+
+/// Looks up the node a user should connect to (see [`AppState::home`]).
+pub type HomeOf = Arc<dyn Fn(u32) -> Option<serde_json::Value> + Send + Sync>;
 
 pub type State = Arc<AppState>;
 

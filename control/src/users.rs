@@ -39,7 +39,9 @@ pub struct TokenRequest {
 }
 
 /// `POST /auth/user_token` `{secret, platform, uid}` → `{uid, token, expiredTime}` (Unix
-/// seconds). The token is the CONNECT password; the username is the uid.
+/// seconds). The token is the CONNECT password; the username is the uid. In a cluster the
+/// answer also has `node`: the user's home node (`id`, `host`, and a URL per transport)
+/// to connect to; any node accepts the login, but the home serves it without a relay.
 pub async fn user_token(
     State(st): State<crate::State>,
     body: Result<axum::Json<TokenRequest>, axum::extract::rejection::JsonRejection>,
@@ -65,9 +67,11 @@ pub async fn user_token(
     })?;
     let expired = im_storage::now_ms() / 1000 + ttl.as_secs();
     tracing::debug!(uid = req.uid, platform = req.platform, "token issued");
-    Ok(ok(
-        json!({"uid": req.uid, "token": token, "expiredTime": expired}),
-    ))
+    let mut data = json!({"uid": req.uid, "token": token, "expiredTime": expired});
+    if let Some(node) = st.home.as_ref().and_then(|home| home(req.uid)) {
+        data["node"] = node;
+    }
+    Ok(ok(data))
 }
 
 #[derive(Deserialize)]

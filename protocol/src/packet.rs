@@ -72,6 +72,11 @@ pub mod pub_err {
 /// CONNECT flag bit 0: the client understands the extension frames (PUB_ERR, client PING).
 pub const FLAG_EXTENSIONS: u8 = 0x01;
 
+/// CONNECT flag bit 7: sent by a cluster node that relays a client to the client's home
+/// node. The receiving node serves the session itself, even if it sees another home (nodes
+/// briefly disagree while the live set changes), so a login is relayed at most once.
+pub const FLAG_RELAYED: u8 = 0x80;
+
 /// The target list of a GROUP_PART_PUBLISH: `count` big-endian u32 uids, kept as raw bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Targets<'a>(&'a [u8]);

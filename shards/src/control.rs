@@ -10,7 +10,9 @@ use std::sync::Arc;
 use futures_channel::oneshot;
 
 pub use crate::engine::requests::{ControlError, SessionInfo, SystemMessage, Target};
+use crate::engine::{Batch, Uids};
 use crate::route::mailbox::Mesh;
+use crate::route::nodes::{Forward, NodeMap};
 use crate::route::routing::owner_of;
 use crate::route::{Mail, Request};
 
@@ -68,6 +70,45 @@ impl ControlHandle {
         self.ask(shard, Request::Send { msg, reply }, rx).await?
     }
 
+    /// Hands mail from another node to the owner shards of its recipients. What a full
+    /// queue did not take comes back (split per shard), to be offered again.
+    pub fn arrive(&self, f: Forward) -> Result<(), Vec<Forward>> {
+        let shards = self.mesh.shards();
+        let parts = match f {
+            Forward::One(d) => vec![(owner_of(d.to, shards), Forward::One(d))],
+            Forward::Group(b) => split_batch(b, shards),
+        };
+        let mut left = Vec::new();
+        for (shard, f) in parts {
+            let mail = match f {
+                Forward::One(d) => Mail::Deliver(d),
+                Forward::Group(b) => Mail::Fanout(b),
+            };
+            if let Err(m) = self.mesh.try_send_external(shard, mail) {
+                left.push(match m {
+                    Mail::Deliver(d) => Forward::One(d),
+                    Mail::Fanout(b) => Forward::Group(b),
+                    _ => continue,
+                });
+            }
+        }
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(left)
+        }
+    }
+
+    /// Tells shard `shard` the cluster's new live set; `false` when its queue is full.
+    pub fn set_nodes(&self, shard: usize, map: Arc<NodeMap>) -> bool {
+        self.mesh.try_send_external(shard, Mail::Nodes(map)).is_ok()
+    }
+
+    /// Shards of this process.
+    pub fn shards(&self) -> usize {
+        self.mesh.shards()
+    }
+
     /// Mail waiting in every shard's queues (all sources).
     pub fn mailbox_depth(&self) -> usize {
         self.mesh.depth()
@@ -77,4 +118,33 @@ impl ControlHandle {
     pub fn mailbox_full_events(&self) -> u64 {
         self.mesh.full_events()
     }
+}
+
+/// A batch from another node, split by owner shard (stored-copy seqs follow their members).
+fn split_batch(b: Batch, shards: usize) -> Vec<(usize, Forward)> {
+    let mut parts: Vec<(Vec<u32>, Vec<u64>)> = vec![(Vec::new(), Vec::new()); shards];
+    for (i, uid) in b.uids.iter().enumerate() {
+        let p = &mut parts[owner_of(*uid, shards)];
+        p.0.push(*uid);
+        if let Some(s) = b.seqs.as_ref().and_then(|s| s.get(i)) {
+            p.1.push(*s);
+        }
+    }
+    parts
+        .into_iter()
+        .enumerate()
+        .filter(|(_, (uids, _))| !uids.is_empty())
+        .map(|(shard, (uids, seqs))| {
+            let seqs = (b.seqs.is_some() && seqs.len() == uids.len()).then_some(seqs);
+            let part = Batch {
+                accepted: b.accepted,
+                frame: b.frame.clone(),
+                uids: Uids::Owned(uids),
+                seqs,
+                exclude: b.exclude,
+                hops: b.hops,
+            };
+            (shard, Forward::Group(part))
+        })
+        .collect()
 }

@@ -42,6 +42,7 @@ pub use crate::auth::TokenAuth;
 pub use crate::config::{CoreConfig, Driver};
 pub use crate::engine::envelope::json_payload;
 pub use crate::route::mailbox::Mesh;
+pub use crate::route::nodes::{ClusterLink, Forward, Node, NodeMap};
 pub use crate::route::routing::owner_of;
 use crate::route::Mail;
 use crate::shard::Shared;
@@ -90,6 +91,12 @@ pub fn set_memory_trim(trim: fn()) {
     let _ = shard::MEMORY_TRIM.set(trim);
 }
 
+/// The shards' clock (microseconds since this process's first reading): what mail handed
+/// to the shards from outside carries as its acceptance time.
+pub fn engine_now() -> crate::engine::Time {
+    shard::now()
+}
+
 pub fn resolve_driver(want: Driver) -> Result<ActiveDriver, StartError> {
     let uring = monoio::utils::detect_uring();
     match (want, uring) {
@@ -115,6 +122,7 @@ impl Server {
         store: StoreHandle,
         groups: Arc<dyn GroupStore>,
         callback: Option<Arc<dyn AuthCallback>>,
+        cluster: Option<(Arc<dyn ClusterLink>, Arc<NodeMap>)>,
     ) -> Result<Server, StartError> {
         if cfg.auth.mode == config::AuthMode::Http && callback.is_none() {
             return Err(StartError::Config(
@@ -149,6 +157,7 @@ impl Server {
             callback,
             tls,
             stats: (0..shards).map(|_| Arc::default()).collect(),
+            cluster,
         });
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();

@@ -70,15 +70,18 @@ pub enum Msg {
     StoredOffline,
     /// Pushed from the offline store after a login.
     Drained,
+    /// Handed to another node of the cluster (the recipient's home), per recipient.
+    Forwarded,
 }
 
-pub const MSG_KINDS: [(Msg, &str); 6] = [
+pub const MSG_KINDS: [(Msg, &str); 7] = [
     (Msg::Accepted, "accepted"),
     (Msg::Delivered, "delivered"),
     (Msg::Acked, "acked"),
     (Msg::Redelivered, "redelivered"),
     (Msg::StoredOffline, "stored_offline"),
     (Msg::Drained, "drained"),
+    (Msg::Forwarded, "forwarded"),
 ];
 
 /// One shard's counters.
@@ -89,9 +92,10 @@ pub struct ShardStats {
     auth_failures: [AtomicU64; AUTH_FAILURES.len()],
     packets_in: [AtomicU64; COMMANDS],
     packets_out: [AtomicU64; COMMANDS],
-    messages: [AtomicU64; 6],
+    messages: [AtomicU64; MSG_KINDS.len()],
     refused: [AtomicU64; REFUSAL_CODES.len() + 1],
     send_queue_overflows: AtomicU64,
+    relayed: AtomicU64,
     delivery_us: AtomicHistogram,
     fanout_size: AtomicHistogram,
 }
@@ -107,6 +111,7 @@ impl Default for ShardStats {
             messages: Default::default(),
             refused: Default::default(),
             send_queue_overflows: AtomicU64::new(0),
+            relayed: AtomicU64::new(0),
             delivery_us: AtomicHistogram::new(LATENCY_US),
             fanout_size: AtomicHistogram::new(FANOUT_SIZES),
         }
@@ -147,6 +152,16 @@ impl ShardStats {
     }
 
     /// A CONNECT refused by the limiter (`true`), or a failure it could not track.
+    /// A login relayed to its home node (cluster).
+    pub(crate) fn relayed(&self) {
+        bump(&self.relayed);
+    }
+
+    /// Logins relayed to their home node since start.
+    pub fn relayed_logins(&self) -> u64 {
+        self.relayed.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn limiter(&self, refused: bool) {
         bump(&self.auth_failures[if refused { 6 } else { 7 }]);
     }

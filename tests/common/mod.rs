@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 pub mod api;
-mod client;
+pub mod client;
 pub mod sdk;
 
 pub use client::*;

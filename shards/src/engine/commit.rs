@@ -489,6 +489,7 @@ impl Engine {
                 accepted: self.now,
                 frame,
                 seq,
+                hops: 0,
             });
         }
     }
@@ -538,6 +539,7 @@ impl Engine {
                 uids,
                 seqs,
                 exclude,
+                hops: 0,
             };
             if i == self.id {
                 self.enqueue_fanout(b);

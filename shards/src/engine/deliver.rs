@@ -8,6 +8,7 @@ use bytes::Bytes;
 use im_protocol::packet::{connack, push_msg_id};
 use im_protocol::{MsgId, ServerPacket};
 
+use super::cluster::Remote;
 use super::session::{Inflight, PendingPush, Session};
 use super::{Action, Batch, CloseReason, ConnId, Delivery, Engine, Out};
 use crate::config::DuplicateLogin;
@@ -379,6 +380,9 @@ impl Engine {
 
     /// Sends a message to its owner shard (delivered here, or mailed).
     pub(super) fn route(&mut self, d: Delivery) {
+        let Some(d) = self.forward_if_remote(d) else {
+            return;
+        };
         let owner = owner_of(d.to, self.shards);
         if owner == self.id {
             self.deliver(d);
@@ -389,6 +393,10 @@ impl Engine {
 
     /// Delivers a message for a user this shard owns: to every session, or to storage.
     pub(super) fn deliver(&mut self, d: Delivery) {
+        // Mail from another node whose sender saw another live set may go on once more.
+        let Some(d) = self.forward_if_remote(d) else {
+            return;
+        };
         let mut conns = std::mem::take(&mut self.scratch);
         conns.extend(self.users.get(&d.to).into_iter().flatten());
         if conns.is_empty() {
@@ -454,6 +462,7 @@ impl Engine {
     /// Serves `b.uids[at..end]`; offline members get stored copies in one write.
     fn deliver_range(&mut self, b: &Batch, at: usize, end: usize) {
         let mut offline = Vec::new();
+        let mut remote = Remote::new();
         let mut conns = std::mem::take(&mut self.scratch);
         for i in at..end {
             let uid = b.uids[i];
@@ -461,6 +470,10 @@ impl Engine {
                 continue;
             }
             let seq = b.seqs.as_ref().and_then(|s| s.get(i).copied());
+            if let Some(node) = self.remote_node(uid, b.hops) {
+                Self::add_remote(&mut remote, node, uid, seq);
+                continue;
+            }
             conns.clear();
             conns.extend(self.users.get(&uid).into_iter().flatten());
             if conns.is_empty() {
@@ -482,6 +495,9 @@ impl Engine {
         }
         conns.clear();
         self.scratch = conns;
+        if !remote.is_empty() {
+            self.forward_batches(b, remote);
+        }
         if !offline.is_empty() {
             self.stats.message(Msg::StoredOffline, offline.len() as u64);
             self.out.push(Action::Store { msgs: offline });

@@ -19,6 +19,7 @@
 //!     └──────── replies (Appended, Fetched, Resolved, Written) ◀────────┘
 //! ```
 
+mod cluster;
 mod commit;
 mod dedupe;
 mod deliver;
@@ -46,6 +47,7 @@ use smallvec::SmallVec;
 
 use self::requests::{ControlError, SessionInfo, SystemMessage};
 use crate::config::CoreConfig;
+use crate::route::nodes::{Forward, NodeMap};
 use crate::stats::ShardStats;
 
 use self::commit::{CommitQueue, QueueKey};
@@ -131,6 +133,8 @@ pub enum CloseReason {
     SlowConsumer,
     WriteFailed,
     Shutdown,
+    /// The user's home moved to another node (the cluster's live set changed).
+    Rehomed,
 }
 
 impl CloseReason {
@@ -138,9 +142,10 @@ impl CloseReason {
         match self {
             CloseReason::Kicked => Some(ServerPacket::Logout),
             CloseReason::InvalidPacket => Some(ServerPacket::InvalidPacket),
-            CloseReason::AckTimeout | CloseReason::SlowConsumer | CloseReason::Shutdown => {
-                Some(ServerPacket::Disconnect)
-            }
+            CloseReason::AckTimeout
+            | CloseReason::SlowConsumer
+            | CloseReason::Shutdown
+            | CloseReason::Rehomed => Some(ServerPacket::Disconnect),
             _ => None,
         }
     }
@@ -156,6 +161,8 @@ pub struct Delivery {
     pub frame: Bytes,
     /// Set when a stored copy exists (`before_ack` mode).
     pub seq: Option<u64>,
+    /// Times it was forwarded between nodes (a cluster bounds this; see `MAX_HOPS`).
+    pub hops: u8,
 }
 
 /// The recipients of a batch: a cached membership slice (shared) or an explicit list.
@@ -186,7 +193,15 @@ pub struct Batch {
     pub seqs: Option<Vec<u64>>,
     /// Not delivered here: the sender (its other devices are served by its own shard).
     pub exclude: u32,
+    /// Times it was forwarded between nodes.
+    pub hops: u8,
 }
+
+/// A message is forwarded between nodes at most this many times. Once is the rule (to the
+/// recipient's home); a second hop happens only while nodes disagree about the live set
+/// (the first destination no longer thinks it is the home). After that it is delivered or
+/// stored where it is, so a message never circles.
+pub const MAX_HOPS: u8 = 2;
 
 /// A storage or group-store operation failed (the driver logs the cause).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -245,6 +260,9 @@ pub enum Event<'a> {
     FanoutStep,
     /// Close every session (their pushes go to storage) and refuse new ones.
     Shutdown,
+    /// The cluster's live set changed: from now on messages for users whose home is
+    /// another node are forwarded there, and sessions of such users here are closed.
+    Nodes(Arc<NodeMap>),
 }
 
 /// What the driver is asked to do.
@@ -281,6 +299,8 @@ pub enum Action {
     },
     /// The connection may read again: every publish it sent so far is committed.
     Resume { conn: ConnId },
+    /// Hand this to another node of the cluster (its recipients' home).
+    Forward { node: Arc<str>, f: Forward },
 }
 
 /// Who waits for the reply to a token.
@@ -322,6 +342,8 @@ pub struct Engine {
     /// reconnected and drained) is then known as delivered, not pushed again.
     acked_stored: HashMap<u32, VecDeque<(u64, Time)>>,
     acked_stored_swept: Time,
+    /// The cluster's live set (`None` outside a cluster).
+    nodes: Option<Arc<NodeMap>>,
 }
 
 /// How long an acked stored copy is remembered (see `Engine::acked_stored`).
@@ -357,6 +379,7 @@ impl Engine {
             scratch: Vec::new(),
             acked_stored: HashMap::default(),
             acked_stored_swept: Time::default(),
+            nodes: None,
         }
     }
 
@@ -390,6 +413,7 @@ impl Engine {
             }
             Event::FanoutStep => self.fanout_step(),
             Event::Shutdown => self.shutdown(),
+            Event::Nodes(map) => self.set_nodes(map),
         }
         std::mem::swap(&mut self.out, actions);
     }

@@ -102,6 +102,7 @@ impl Harness {
             accepted: self.now,
             frame: frame.clone(),
             seq,
+            hops: 0,
         }))
     }
 }

@@ -11,7 +11,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use im_protocol::packet::connack;
+use im_protocol::packet::{connack, FLAG_RELAYED};
 use im_protocol::ws::{self, Handshake};
 use im_protocol::{ClientPacket, ServerPacket};
 use monoio::buf::IoBufMut;
@@ -24,6 +24,7 @@ use crate::auth::TokenAuth;
 use crate::config::{AuthMode, CoreConfig};
 use crate::net::conn::{close_with, refuse_and_close};
 use crate::net::handoff::{Arrival, Handoff};
+use crate::net::relay::relay;
 use crate::net::tls::{PreTls, TlsState};
 use crate::net::transport::{Event, Framing, TransportKind};
 use crate::route::mailbox::Mesh;
@@ -44,6 +45,8 @@ pub(crate) trait Gate: 'static {
     fn mesh(&self) -> &Mesh<Mail>;
     /// Adopts an authenticated connection of a user this shard owns.
     fn attach(self: &Rc<Self>, h: Handoff);
+    /// In a cluster: the plain TCP address of `uid`'s home node when that is another node.
+    fn relay_to(&self, uid: u32) -> Option<std::net::SocketAddr>;
 }
 
 /// Binds a listener with SO_REUSEPORT (every shard binds the same port).
@@ -236,6 +239,22 @@ fn pre_auth<G: Gate>(
                 }
             },
         };
+        // In a cluster, a user whose home is another node is relayed there.
+        if flags & FLAG_RELAYED == 0 {
+            if let Some(home) = shard.relay_to(uid) {
+                let connect = ClientPacket::Connect {
+                    username,
+                    password,
+                    role: Some(role),
+                    flags: Some(flags | FLAG_RELAYED),
+                }
+                .to_vec();
+                let max = cfg.net.max_frame;
+                shard.stats().relayed();
+                return Box::pin(relay(stream, connect, leftover, framing, home, max, linger))
+                    .await;
+            }
+        }
         // Detach the socket from this shard's driver; the owner shard adopts it.
         let (tcp, tls) = stream.detach();
         let fd = tcp.into_raw_fd();

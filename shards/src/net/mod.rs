@@ -6,6 +6,7 @@ pub(crate) mod conn;
 pub(crate) mod handoff;
 pub(crate) mod input;
 pub(crate) mod listener;
+pub(crate) mod relay;
 pub(crate) mod table;
 pub mod tls;
 pub(crate) mod tls_session;

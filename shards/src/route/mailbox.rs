@@ -287,6 +287,7 @@ mod tests {
             uids: Uids::Shared(Arc::from(vec![n])),
             seqs: None,
             exclude: 0,
+            hops: 0,
         }
     }
 

@@ -2,13 +2,17 @@
 //! mailboxes ([`mailbox::Mesh`]), and what shards mail each other ([`Mail`]).
 
 pub mod mailbox;
+pub mod nodes;
 pub mod routing;
+
+use std::sync::Arc;
 
 use futures_channel::oneshot;
 
 use crate::engine::requests::{ControlError, SessionInfo, SystemMessage};
 use crate::engine::{Batch, Delivery};
 use crate::net::handoff::Handoff;
+use crate::route::nodes::NodeMap;
 
 /// What shards send each other.
 pub(crate) enum Mail {
@@ -20,6 +24,8 @@ pub(crate) enum Mail {
     Fanout(Batch),
     /// A request from the control plane.
     Control(Request),
+    /// The cluster's live set changed (from the cluster link).
+    Nodes(Arc<NodeMap>),
 }
 
 /// A request from the control plane, answered over a oneshot channel any executor can await.

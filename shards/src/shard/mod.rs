@@ -46,8 +46,9 @@ use crate::net::table::ConnTable;
 use crate::net::tls_session;
 use crate::net::transport::TransportKind;
 use crate::route::mailbox::Mesh;
+use crate::route::nodes::{ClusterLink, Forward, NodeMap};
 use crate::route::{Mail, Request};
-use crate::stats::ShardStats;
+use crate::stats::{Msg, ShardStats};
 
 mod ports;
 mod timer;
@@ -69,6 +70,8 @@ pub struct Shared {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Counters, one set per shard.
     pub stats: Vec<Arc<ShardStats>>,
+    /// The way to other nodes, and the live set at start (in a cluster).
+    pub cluster: Option<(Arc<dyn ClusterLink>, Arc<NodeMap>)>,
 }
 
 /// The engine's clock: microseconds since the first call in this process (one origin for
@@ -112,6 +115,10 @@ pub(crate) struct Shard {
     pub callback: Option<Arc<dyn AuthCallback>>,
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub stats: Arc<ShardStats>,
+    /// The way to other nodes (in a cluster).
+    cluster: Option<Arc<dyn ClusterLink>>,
+    /// The cluster's live set as this shard last heard it.
+    nodes: RefCell<Option<Arc<NodeMap>>>,
     groups: Rc<GroupCache>,
     engine: RefCell<Engine>,
     /// Reused action buffer.
@@ -137,6 +144,14 @@ pub(crate) struct Shard {
 impl Shard {
     fn new(id: usize, shared: &Shared) -> Rc<Self> {
         let shards = shared.mesh.shards();
+        let mut engine = Engine::new(id, shards, shared.cfg.clone(), shared.stats[id].clone());
+        let (cluster, nodes) = match &shared.cluster {
+            Some((link, map)) => {
+                engine.handle(now(), Event::Nodes(map.clone()), &mut Vec::new());
+                (Some(link.clone()), Some(map.clone()))
+            }
+            None => (None, None),
+        };
         Rc::new(Self {
             id,
             cfg: shared.cfg.clone(),
@@ -147,18 +162,15 @@ impl Shard {
             callback: shared.callback.clone(),
             tls: shared.tls.clone(),
             stats: shared.stats[id].clone(),
+            cluster,
+            nodes: RefCell::new(nodes),
             groups: Rc::new(GroupCache::new(
                 shared.groups.clone(),
                 Duration::from_millis(shared.cfg.groups.cache_ttl_ms),
                 shared.cfg.groups.cache_max_groups,
                 shards,
             )),
-            engine: RefCell::new(Engine::new(
-                id,
-                shards,
-                shared.cfg.clone(),
-                shared.stats[id].clone(),
-            )),
+            engine: RefCell::new(engine),
             actions: RefCell::new(Vec::new()),
             ready: RefCell::new(VecDeque::new()),
             conns: RefCell::new(ConnTable::default()),
@@ -303,7 +315,38 @@ impl Shard {
                 }
             }
             Action::Resume { conn } => self.conns.borrow_mut().wake_reader(conn),
+            Action::Forward { node, f } => self.forward(&node, f),
         }
+    }
+
+    /// Hands `f` to the cluster link; what cannot be queued is stored offline (the
+    /// recipient's home drains it at the next login), unless a stored copy exists already.
+    fn forward(&self, node: &Arc<str>, f: Forward) {
+        let Some(link) = &self.cluster else {
+            return;
+        };
+        let Err(f) = link.forward(node, f) else {
+            return;
+        };
+        tracing::warn!(node = %node, "cannot forward to this node now; storing offline");
+        let msgs = match f {
+            Forward::One(d) if d.seq.is_none() => vec![(d.to, d.frame)],
+            Forward::One(_) => Vec::new(),
+            Forward::Group(b) if b.seqs.is_none() => {
+                b.uids.iter().map(|u| (*u, b.frame.clone())).collect()
+            }
+            Forward::Group(_) => Vec::new(),
+        };
+        if !msgs.is_empty() {
+            self.stats.message(Msg::StoredOffline, msgs.len() as u64);
+            self.store.append_detached(self.offline(msgs));
+        }
+    }
+
+    /// The plain TCP address of `uid`'s home node when that is another node.
+    pub(crate) fn remote_home(&self, uid: u32) -> Option<std::net::SocketAddr> {
+        let nodes = self.nodes.borrow();
+        nodes.as_ref()?.remote_home(uid).map(|n| n.relay)
     }
 
     /// Stored copies with their expiry.
@@ -460,6 +503,10 @@ impl Shard {
             Mail::Fanout(b) => self.feed(t, Event::Fanout(b)),
             Mail::Handoff(h) => self.attach(h),
             Mail::Control(r) => self.handle_control(r),
+            Mail::Nodes(map) => {
+                self.nodes.replace(Some(map.clone()));
+                self.feed(t, Event::Nodes(map));
+            }
         }
     }
 

@@ -97,4 +97,8 @@ impl listener::Gate for Shard {
     fn attach(self: &Rc<Self>, h: Handoff) {
         Shard::attach(self, h)
     }
+
+    fn relay_to(&self, uid: u32) -> Option<std::net::SocketAddr> {
+        self.remote_home(uid)
+    }
 }

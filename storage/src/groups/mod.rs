@@ -23,7 +23,7 @@ use std::pin::Pin;
 
 pub use embedded::EmbeddedGroups;
 pub(crate) use redis::builder;
-pub use redis::{RedisConfig, RedisGroups};
+pub use redis::{builder as redis_builder, RedisConfig, RedisGroups};
 pub use versions::Versions;
 
 /// The Redis key of a group's member set (seed 003).

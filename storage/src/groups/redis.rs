@@ -93,7 +93,7 @@ fn unavailable(op: &'static str) -> impl Fn(Error) -> GroupError {
 }
 
 /// A fred builder for `cfg` (timeouts, reconnect policy, TLS, database).
-pub(crate) fn builder(cfg: &RedisConfig) -> Result<Builder, GroupError> {
+pub fn builder(cfg: &RedisConfig) -> Result<Builder, GroupError> {
     let timeout = Duration::from_millis(cfg.timeout_ms);
     let mut config = FredConfig {
         server: ServerConfig::new_centralized(cfg.host.clone(), cfg.port),
