@@ -156,6 +156,12 @@ fn three_nodes_deliver_across_nodes() {
         text.contains("im_cluster_forwarded_total{node=\"n2\"}"),
         "{text}"
     );
+    // c logged in on n1 (home n3): one relayed login there.
+    assert!(text.contains("im_relayed_logins_total 1\n"), "{text}");
+    assert!(
+        text.contains("im_cluster_corrupt_entries_total 0\n"),
+        "{text}"
+    );
 
     // kill -9 of n3: the others see it gone within a lease.
     let pid = n3.pid();

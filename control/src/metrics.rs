@@ -134,6 +134,12 @@ impl Collector for CoreMetrics {
             "Sessions opened (CONNECT_ACK 0).",
             sum(s, |x| x.connects()),
         )?;
+        counter(
+            &mut e,
+            "im_relayed_logins",
+            "Logins relayed to the user's home node (cluster): authenticated here, served there.",
+            sum(s, |x| x.relayed_logins()),
+        )?;
         counters(
             &mut e,
             "im_auth_failures",

@@ -352,6 +352,12 @@ impl World {
                 }
             }
             Action::Resume { .. } => {}
+            // The simulated world is one node: its engines never learn of other nodes.
+            Action::Forward { node, .. } => {
+                return Err(format!(
+                    "shard {shard} forwarded to node {node} outside a cluster"
+                ))
+            }
         }
         Ok(())
     }
