@@ -163,6 +163,21 @@ fn three_nodes_deliver_across_nodes() {
         "{text}"
     );
 
+    // A forged entry in n1's inbox is refused and counted; n1 goes on serving.
+    redis.cli(1, &["XADD", "im_inbox:n1", "*", "b", "not an entry"]);
+    redis.cli(1, &["XADD", "im_inbox:n1", "*", "x", "no body"]);
+    let t = Instant::now();
+    while !n1
+        .http_get("/metrics")
+        .1
+        .contains("im_cluster_corrupt_entries_total 2\n")
+    {
+        assert!(t.elapsed() < 5 * S, "forged entries not counted");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cb.publish_acked(a, &msg_id(8), b"still served");
+    assert_eq!(content(&ca.recv_push_ack().1), "still served");
+
     // kill -9 of n3: the others see it gone within a lease.
     let pid = n3.pid();
     // SAFETY: kill(2) on the child process this test started.

@@ -27,6 +27,7 @@ fn send_batch(
         uids: Uids::Shared(uids.clone()),
         seqs: None,
         exclude: 0,
+        hops: 0,
     };
     mesh.try_send(from, to, batch).is_ok()
 }
