@@ -29,9 +29,32 @@ fn node_env(redis: &RedisServer, id: &str) -> Vec<(String, String)> {
 }
 
 fn start_node(redis: &RedisServer, id: &str) -> Server {
-    let env = node_env(redis, id);
+    start_node_with(redis, id, &[])
+}
+
+fn start_node_with(redis: &RedisServer, id: &str, extra: &[(&str, &str)]) -> Server {
+    let mut env = node_env(redis, id);
+    env.extend(extra.iter().map(|(a, b)| (a.to_string(), b.to_string())));
     let refs: Vec<(&str, &str)> = env.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
     Server::start(common::driver(), &refs)
+}
+
+/// Three nodes n1, n2, n3 with `extra` settings, once all of them see each other.
+fn three(redis: &RedisServer, extra: &[(&str, &str)]) -> [Server; 3] {
+    let nodes = [
+        start_node_with(redis, "n1", extra),
+        start_node_with(redis, "n2", extra),
+        start_node_with(redis, "n3", extra),
+    ];
+    wait_live(&[&nodes[0], &nodes[1], &nodes[2]], 3);
+    nodes
+}
+
+/// A user homed on node `id` (asked of node `srv`).
+fn homed_on(srv: &Server, id: &str, skip: u32) -> u32 {
+    (skip + 1..skip + 200)
+        .find(|u| home(srv, *u) == id)
+        .unwrap_or_else(|| panic!("no user homed on {id}"))
 }
 
 fn post(srv: &Server, path: &str, body: &str) -> (u16, serde_json::Value) {
@@ -252,4 +275,182 @@ fn refusals_at_start() {
     env.push(("IMSERVER_CLUSTER__NODE_ID".into(), "bad id!".into()));
     let out = refused(&env);
     assert!(out.contains("node_id"), "{out}");
+}
+
+/// Every duplicate-login policy holds across nodes: a user's sessions all live on its home,
+/// wherever the client connected.
+#[test]
+fn duplicate_login_policies_across_nodes() {
+    let redis = RedisServer::start();
+    {
+        let [n1, n2, n3] = three(&redis, &[]);
+        let u = homed_on(&n1, "n1", 0);
+        // kick_old (default): a second login on another node logs the first out.
+        let mut first = n2.connect(u, Kind::Tcp);
+        let mut second = n3.connect(u, Kind::Ws);
+        assert_eq!(
+            first.expect_closed(5 * S),
+            vec![vec![20]],
+            "LOGOUT then close"
+        );
+        let mut other = n1.connect(homed_on(&n1, "n2", u), Kind::Tcp);
+        other.publish_acked(u, &msg_id(1), b"to the new one");
+        assert_eq!(content(&second.recv_push_ack().1), "to the new one");
+    }
+    {
+        let [n1, n2, n3] = three(&redis, &[("IMSERVER_SESSION__DUPLICATE_LOGIN", "reject")]);
+        let u = homed_on(&n1, "n3", 300);
+        let mut first = n1.connect(u, Kind::Tcp);
+        let mut second = common::client::Client::raw(&n2, Kind::Tcp);
+        second.send(&common::client::connect_packet(
+            &u.to_string(),
+            &common::token(u),
+            None,
+        ));
+        assert_eq!(
+            second.recv_packet(),
+            vec![2, 1],
+            "refused: a session exists on another node"
+        );
+        second.expect_closed(5 * S);
+        first.expect_silence(Duration::from_millis(200));
+        drop(n3);
+    }
+    {
+        let [n1, n2, n3] = three(
+            &redis,
+            &[
+                ("IMSERVER_SESSION__DUPLICATE_LOGIN", "multi"),
+                ("IMSERVER_SESSION__MAX_DEVICES", "2"),
+            ],
+        );
+        let u = homed_on(&n1, "n2", 600);
+        // Three devices on three nodes: the oldest is logged out (two allowed cluster-wide).
+        let mut d1 = n1.connect(u, Kind::Tcp);
+        let mut d2 = n2.connect(u, Kind::Ws);
+        let mut d3 = n3.connect(u, Kind::Tcp);
+        assert_eq!(d1.expect_closed(5 * S), vec![vec![20]]);
+        let mut other = n3.connect(homed_on(&n1, "n3", u), Kind::Tcp);
+        other.publish_acked(u, &msg_id(2), b"both devices");
+        assert_eq!(content(&d2.recv_push_ack().1), "both devices");
+        assert_eq!(content(&d3.recv_push_ack().1), "both devices");
+    }
+}
+
+/// Reads pushes for one user on its own thread, acking each and remembering its text; when
+/// its connection ends it waits for the next one (sent by the test once the cluster has
+/// noticed the loss). Ends when it has `want` distinct messages or after 40 s.
+struct Receiver {
+    next: std::sync::mpsc::Sender<common::client::Client>,
+    thread: std::thread::JoinHandle<std::collections::BTreeSet<String>>,
+}
+
+fn receiver(mut c: common::client::Client, want: usize) -> Receiver {
+    let (next, rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let mut got = std::collections::BTreeSet::new();
+        let deadline = Instant::now() + 40 * S;
+        while got.len() < want && Instant::now() < deadline {
+            match c.recv(Duration::from_millis(200)) {
+                common::client::Recv::Packet(p) => {
+                    if let Ok(im_protocol::ServerPacket::Push { msg_id, payload }) =
+                        im_protocol::ServerPacket::decode(&p)
+                    {
+                        c.send(&im_protocol::ClientPacket::PubAck { msg_id }.to_vec());
+                        got.insert(content(payload));
+                    }
+                }
+                common::client::Recv::Closed => match rx.recv_timeout(30 * S) {
+                    Ok(again) => c = again,
+                    Err(_) => break,
+                },
+                _ => {}
+            }
+        }
+        got
+    });
+    Receiver { next, thread }
+}
+
+/// 300 messages from a user homed on n1 to one homed on n2, acked one by one; after 100 the
+/// recipient's home n2 goes away (`lose`), 100 more are sent at once (some reach n2's inbox
+/// before n1 notices), then the recipient logs in again through n1 and 100 more follow.
+/// The recipient must end up with all 300.
+fn messages_survive_losing_the_home(persist: &str, lose: impl FnOnce(&mut Server)) {
+    let redis = RedisServer::start();
+    let [n1, mut n2, n3] = three(&redis, &[("IMSERVER_DELIVERY__PERSIST", persist)]);
+    let s = homed_on(&n1, "n1", 0);
+    let r = homed_on(&n1, "n2", 0);
+    let rcv = receiver(n2.connect(r, Kind::Tcp), 300);
+    let mut sender = n1.connect(s, Kind::Tcp);
+    let mut send = |range: std::ops::Range<u64>| {
+        for i in range {
+            sender.publish_acked(r, &msg_id(10_000 + i), format!("m{i}").as_bytes());
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    };
+    send(0..100);
+    lose(&mut n2);
+    send(100..200);
+    wait_live(&[&n1, &n3], 2);
+    rcv.next
+        .send(n1.connect(r, Kind::Tcp))
+        .expect("receiver alive");
+    send(200..300);
+    let got = rcv.thread.join().expect("receiver");
+    let missing: Vec<u64> = (0..300)
+        .filter(|i| !got.contains(&format!("m{i}")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} acked messages lost: {missing:?}",
+        missing.len()
+    );
+}
+
+#[test]
+fn kill_9_of_a_home_loses_no_acked_message_in_before_ack() {
+    messages_survive_losing_the_home("before_ack", |n2| {
+        // SAFETY: kill(2) on the child process this test started.
+        unsafe {
+            libc::kill(n2.pid(), libc::SIGKILL);
+        }
+    });
+}
+
+#[test]
+fn sigterm_drain_of_a_home_loses_nothing_in_on_failure() {
+    messages_survive_losing_the_home("on_failure", |n2| n2.stop());
+}
+
+/// Redis restarted empty (an outage with no persistence): leases, inboxes and groups are
+/// gone; the nodes take their leases again, recreate their inboxes, and a message sent
+/// across nodes right after arrives on the same, still open, sessions.
+#[test]
+fn redis_restart_recovers_by_itself() {
+    let mut redis = RedisServer::start();
+    let [n1, n2, n3] = three(&redis, &[]);
+    let (a, b) = (homed_on(&n1, "n1", 0), homed_on(&n1, "n2", 0));
+    let mut ca = n1.connect(a, Kind::Tcp);
+    let mut cb = n2.connect(b, Kind::Ws);
+    ca.publish_acked(b, &msg_id(1), b"before");
+    assert_eq!(content(&cb.recv_push_ack().1), "before");
+    redis.restart();
+    ca.publish_acked(b, &msg_id(2), b"after the restart");
+    assert_eq!(content(&cb.recv_push_ack().1), "after the restart");
+    // Every node takes its lease again (and says so), and the live set is whole.
+    let t = Instant::now();
+    for srv in [&n1, &n2, &n3] {
+        while srv
+            .http_get("/metrics")
+            .1
+            .contains("im_cluster_lease_lost_total 0\n")
+        {
+            assert!(t.elapsed() < 10 * S, "a node never took its lease again");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    wait_live(&[&n1, &n2, &n3], 3);
+    cb.publish_acked(a, &msg_id(3), b"and back");
+    assert_eq!(content(&ca.recv_push_ack().1), "and back");
 }

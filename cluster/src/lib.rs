@@ -273,6 +273,11 @@ async fn lease_loop(
     let every = Duration::from_millis(lease_ms / 3);
     let claimer = pool.next().clone_new();
     claimer.init().await.ok();
+    // Until then the live set may grow but not shrink: set when this node's own lease was
+    // lost or could not be renewed (Redis restarted empty, or was out of reach), so that
+    // the other nodes have a whole lease to take theirs again before they count as dead.
+    let mut hold_until: Option<tokio::time::Instant> = None;
+    let lease = Duration::from_millis(lease_ms);
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
@@ -282,20 +287,28 @@ async fn lease_loop(
             Ok(true) => {}
             Ok(false) => {
                 stats.lease_lost();
+                hold_until = Some(tokio::time::Instant::now() + lease);
                 tracing::warn!("this node's lease had lapsed; taken again");
             }
             Err(e) => {
+                hold_until = Some(tokio::time::Instant::now() + lease);
                 tracing::error!(error = %e, "cannot renew this node's lease");
                 continue;
             }
         }
-        let now = match membership::live(&pool).await {
+        let mut now = match membership::live(&pool).await {
             Ok(n) => n,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the live set");
                 continue;
             }
         };
+        if hold_until.is_some_and(|t| tokio::time::Instant::now() < t) {
+            let cur = live.read().unwrap_or_else(|e| e.into_inner());
+            for (id, info) in &cur.0 {
+                now.entry(id.clone()).or_insert_with(|| info.clone());
+            }
+        }
         stats.set_live(now.len());
         let changed = {
             let cur = live.read().unwrap_or_else(|e| e.into_inner());
