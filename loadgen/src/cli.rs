@@ -49,6 +49,15 @@ pub struct Common {
     /// Default: 19095 (tcp), 9095 (ws), 8443 (wss), 1883 (mqtt), 19999 (echo).
     #[arg(long, global = true)]
     pub port: Option<u16>,
+    /// Several nodes of a cluster, `host:port,host:port,...` (instead of `--host`/`--port`):
+    /// user `uid` connects to the `uid % N`-th, so a pair's two users use different nodes.
+    #[arg(long, value_delimiter = ',', global = true)]
+    pub targets: Vec<std::net::SocketAddrV4>,
+    /// Cluster: before its login, each user asks `POST {admin_url}/auth/user_token` for its
+    /// home node and connects there (the `tcp` address it answers), as a client following
+    /// the login flow would; without it users go to `--targets` in turn and are relayed.
+    #[arg(long, global = true)]
+    pub connect_home: bool,
     /// WebSocket path; default /ws, or /wss with `--transport wss`.
     #[arg(long, global = true)]
     pub ws_path: Option<String>,

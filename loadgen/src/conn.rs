@@ -33,7 +33,10 @@ pub enum Framing {
 /// Where and how to connect; shared by every thread.
 #[derive(Clone)]
 pub struct Endpoint {
-    pub addr: SocketAddrV4,
+    /// Where connection `n` goes: `addrs[n % len]` (one address unless `--targets`).
+    pub addrs: Arc<Vec<SocketAddrV4>>,
+    /// `--connect-home`: asks the token endpoint for each user's home node instead.
+    pub homes: Option<Arc<Homes>>,
     pub framing: Framing,
     /// `Some` for WebSocket: the path of the upgrade request.
     pub ws_path: Option<String>,
@@ -74,7 +77,54 @@ pub struct Framer {
     mask_state: u32,
 }
 
-/// Opens a connection; `n` picks the source address.
+impl Endpoint {
+    /// The address connection `n` (a uid) goes to.
+    pub fn addr(&self, n: usize) -> SocketAddrV4 {
+        if let Some(h) = &self.homes {
+            if let Some(a) = h.home(n as u32) {
+                return a;
+            }
+        }
+        self.addrs[n % self.addrs.len().max(1)]
+    }
+}
+
+/// Users' home nodes as the cluster's token endpoint answers them, asked once per user
+/// (a blocking HTTP call at login: setup, not the measured traffic).
+pub struct Homes {
+    pub admin_url: String,
+    pub admin_secret: String,
+    cache: std::sync::Mutex<std::collections::HashMap<u32, SocketAddrV4>>,
+}
+
+impl Homes {
+    pub fn new(admin_url: String, admin_secret: String) -> Self {
+        Self {
+            admin_url,
+            admin_secret,
+            cache: Default::default(),
+        }
+    }
+
+    fn home(&self, uid: u32) -> Option<SocketAddrV4> {
+        let cached = self.cache.lock().ok()?.get(&uid).copied();
+        if cached.is_some() {
+            return cached;
+        }
+        let body = serde_json::json!({"secret": self.admin_secret, "platform": 1, "uid": uid});
+        let v: serde_json::Value = ureq::post(format!("{}/auth/user_token", self.admin_url))
+            .send_json(&body)
+            .ok()?
+            .body_mut()
+            .read_json()
+            .ok()?;
+        let addr: SocketAddrV4 = v["data"]["node"]["tcp"].as_str()?.parse().ok()?;
+        self.cache.lock().ok()?.insert(uid, addr);
+        Some(addr)
+    }
+}
+
+/// Opens a connection; `n` picks the source address and the target.
 pub async fn open(ep: &Endpoint, n: usize) -> io::Result<(Reader, Writer, Framer)> {
     let tcp = connect_from(ep, n).await?;
     tcp.set_nodelay(true)?;
@@ -104,7 +154,7 @@ pub async fn open(ep: &Endpoint, n: usize) -> io::Result<(Reader, Writer, Framer
         mask_state: 0x9e37_79b9 ^ n as u32 | 1,
     };
     if let Some(path) = &ep.ws_path {
-        upgrade(&mut reader, &mut writer, &ep.addr, path).await?;
+        upgrade(&mut reader, &mut writer, &ep.addr(n), path).await?;
     }
     Ok((reader, writer, framer))
 }
@@ -113,7 +163,7 @@ pub async fn open(ep: &Endpoint, n: usize) -> io::Result<(Reader, Writer, Framer
 /// bind first), then handed to the runtime.
 async fn connect_from(ep: &Endpoint, n: usize) -> io::Result<TcpStream> {
     if ep.sources.is_empty() {
-        return TcpStream::connect_addr(SocketAddr::V4(ep.addr)).await;
+        return TcpStream::connect_addr(SocketAddr::V4(ep.addr(n))).await;
     }
     let src = ep.sources[n % ep.sources.len()];
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
@@ -121,7 +171,7 @@ async fn connect_from(ep: &Endpoint, n: usize) -> io::Result<TcpStream> {
     // The port is picked at connect time from the full 4-tuple, not at bind time.
     bind_address_no_port(&sock)?;
     sock.bind(&SocketAddr::V4(SocketAddrV4::new(src, 0)).into())?;
-    match sock.connect(&SocketAddr::V4(ep.addr).into()) {
+    match sock.connect(&SocketAddr::V4(ep.addr(n)).into()) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
         Err(e) => return Err(e),

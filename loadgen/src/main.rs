@@ -194,9 +194,21 @@ fn endpoint(c: &Common) -> anyhow::Result<Endpoint> {
     } else {
         None
     };
-    let loopback = c.host.is_loopback();
+    let addrs = if c.targets.is_empty() {
+        vec![SocketAddrV4::new(c.host, c.port())]
+    } else {
+        c.targets.clone()
+    };
+    let loopback = addrs.iter().all(|a| a.ip().is_loopback());
+    let homes = c.connect_home.then(|| {
+        Arc::new(conn::Homes::new(
+            c.admin_url.clone(),
+            c.admin_secret.clone(),
+        ))
+    });
     Ok(Endpoint {
-        addr: SocketAddrV4::new(c.host, c.port()),
+        homes,
+        addrs: Arc::new(addrs),
         framing,
         ws_path: ws.then(|| c.ws_path()),
         tls,
