@@ -242,4 +242,34 @@ mod tests {
     fn unknown_keys_are_refused() {
         assert!(toml::from_str::<Config>("[net]\ntcp_prot = 1\n").is_err());
     }
+
+    #[test]
+    fn cluster_compose_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/imserver-cluster.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let node = |id: Option<&str>| {
+            let mut table: toml::Table = toml::from_str(&text).unwrap();
+            let mut env = vec![
+                ("IMSERVER_NET__TCP_PORT".to_string(), "19096".to_string()),
+                ("IMSERVER_CLUSTER__ADVERTISE_HOST".into(), "10.0.0.2".into()),
+            ];
+            if let Some(id) = id {
+                env.push(("IMSERVER_CLUSTER__NODE_ID".into(), id.into()));
+            }
+            apply_env(&mut table, env.into_iter()).unwrap();
+            let cfg: Config = toml::Value::Table(table).try_into().unwrap();
+            cfg
+        };
+        let cfg = node(Some("n2"));
+        cfg.check_cluster().unwrap();
+        let info = cfg.node_info();
+        assert_eq!(
+            (info.id.as_str(), info.host.as_str(), info.tcp_port),
+            ("n2", "10.0.0.2", 19096)
+        );
+        // Without a node id the node refuses to start.
+        assert!(node(None).check_cluster().is_err());
+        // The single-node defaults stay out of a cluster.
+        assert!(Config::default().check_cluster().is_ok());
+    }
 }

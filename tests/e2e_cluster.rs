@@ -179,6 +179,16 @@ fn three_nodes_deliver_across_nodes() {
         text.contains("im_cluster_forwarded_total{node=\"n2\"}"),
         "{text}"
     );
+    // Every metric the dashboard's cluster row queries is in a cluster node's scrape.
+    let names = common::dashboard_metrics(|title| title.starts_with("Cluster"));
+    assert!(names.len() >= 6, "{names:?}");
+    for name in names {
+        let base = name.strip_suffix("_bucket").unwrap_or(&name);
+        assert!(
+            text.contains(&format!("\n{base}")),
+            "the dashboard queries {name}, which /metrics does not have"
+        );
+    }
     // c logged in on n1 (home n3): one relayed login there.
     assert!(text.contains("im_relayed_logins_total 1\n"), "{text}");
     assert!(

@@ -9,7 +9,6 @@ use std::time::Duration;
 use common::api::call;
 use common::{msg_id, Client, Kind, Server};
 use im_protocol::{ClientPacket, ServerPacket};
-use serde_json::Value;
 
 fn start() -> Server {
     Server::start(common::driver(), &[])
@@ -111,12 +110,8 @@ fn metrics_match_the_traffic() {
         other => panic!("expected a histogram, got {other:?}"),
     }
     // Every metric the shipped Grafana dashboard queries exists in a real scrape.
-    let dashboard = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/deploy/grafana-dashboard.json"
-    ))
-    .expect("deploy/grafana-dashboard.json");
-    let names = dashboard_metrics(&dashboard);
+    // The cluster row is checked against a cluster node (tests/e2e_cluster.rs).
+    let names = common::dashboard_metrics(|title| !title.starts_with("Cluster"));
     assert!(names.len() >= 10, "{names:?}");
     for name in names {
         let base = ["_bucket", "_sum", "_count"]
@@ -131,26 +126,6 @@ fn metrics_match_the_traffic() {
         );
     }
     drop(a);
-}
-
-/// The `im_*` metric names in the dashboard's queries.
-fn dashboard_metrics(json: &str) -> std::collections::BTreeSet<String> {
-    let v: Value = serde_json::from_str(json).expect("dashboard JSON");
-    let mut out = std::collections::BTreeSet::new();
-    for panel in v["panels"].as_array().expect("panels") {
-        for t in panel["targets"].as_array().expect("targets") {
-            let mut rest = t["expr"].as_str().expect("expr");
-            while let Some(i) = rest.find("im_") {
-                let tail = &rest[i..];
-                let end = tail
-                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                    .unwrap_or(tail.len());
-                out.insert(tail[..end].to_string());
-                rest = &tail[end..];
-            }
-        }
-    }
-    out
 }
 
 /// The standard process metrics and the build-info gauge that operators alert on.

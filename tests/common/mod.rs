@@ -344,3 +344,32 @@ pub fn content(payload: &[u8]) -> String {
     let v: serde_json::Value = serde_json::from_slice(payload).expect("json envelope");
     v["content"].as_str().expect("content").to_string()
 }
+
+/// The `im_*` metric names in the shipped Grafana dashboard's queries, of the panels whose
+/// title `keep` accepts (rows have no queries).
+pub fn dashboard_metrics(keep: impl Fn(&str) -> bool) -> std::collections::BTreeSet<String> {
+    let json = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/grafana-dashboard.json"
+    ))
+    .expect("deploy/grafana-dashboard.json");
+    let v: serde_json::Value = serde_json::from_str(&json).expect("dashboard JSON");
+    let mut out = std::collections::BTreeSet::new();
+    for panel in v["panels"].as_array().expect("panels") {
+        if !keep(panel["title"].as_str().unwrap_or("")) {
+            continue;
+        }
+        for t in panel["targets"].as_array().into_iter().flatten() {
+            let mut rest = t["expr"].as_str().expect("expr");
+            while let Some(i) = rest.find("im_") {
+                let tail = &rest[i..];
+                let end = tail
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(tail.len());
+                out.insert(tail[..end].to_string());
+                rest = &tail[end..];
+            }
+        }
+    }
+    out
+}
