@@ -1,10 +1,13 @@
 //! Three nodes sharing one `redis-server` (started by the test) on this machine, distinct
-//! ports and data directories: homes agree, 1:1 messages cross nodes both ways over TCP and
-//! WebSocket, a client connected to a node that is not its home is relayed there, group
-//! fan-out reaches members homed on every node, a server-side send through another node's
-//! API arrives, an offline message is drained after logging in on a different node, and a
-//! node whose lease lapsed (kill -9) leaves the live set. Refusals: a second node with a
-//! live node's id, and cluster mode without shared stores.
+//! ports and data directories: homes agree, 1:1 messages cross nodes both ways over TCP,
+//! WebSocket, wss and TCP+TLS, a client connected to a node that is not its home is relayed
+//! there, group and part-group fan-out reach members homed on other nodes, a server-side
+//! send through another node's API arrives, an offline message is drained after logging in
+//! on a different node, forged inbox entries are refused, every duplicate-login policy holds
+//! across nodes, losing a recipient's home (kill -9, SIGTERM) under load loses no acked
+//! message, a Redis restart heals by itself, and a node whose lease lapsed leaves the live
+//! set. Refusals: a second node with a live node's id, and cluster mode without shared
+//! stores.
 
 mod common;
 
@@ -463,4 +466,46 @@ fn redis_restart_recovers_by_itself() {
     wait_live(&[&n1, &n2, &n3], 3);
     cb.publish_acked(a, &msg_id(3), b"and back");
     assert_eq!(content(&ca.recv_push_ack().1), "and back");
+}
+
+/// TLS clients (wss and TCP+TLS) across nodes, one relayed (TLS ends at the node it reached,
+/// the hop to its home is plain TCP), and a part-group publish reaching only the listed
+/// member homed on another node.
+#[test]
+fn tls_clients_and_part_publish_across_nodes() {
+    let redis = RedisServer::start();
+    let start = |id: &str| {
+        let env = node_env(&redis, id);
+        let refs: Vec<(&str, &str)> = env.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        Server::start_tls(common::driver(), &refs)
+    };
+    let nodes = [start("n1"), start("n2"), start("n3")];
+    let [n1, n2, n3] = &nodes;
+    wait_live(&[n1, n2, n3], 3);
+    let a = homed_on(n1, "n1", 0);
+    let b = homed_on(n1, "n3", 0);
+    let c = homed_on(n1, "n2", 0);
+    // a over wss through n2 (relayed to n1); b over wss on its home n3; c over TCP+TLS on n1
+    // (relayed to n2).
+    let mut ca = n2.connect(a, Kind::Wss);
+    let mut cb = n3.connect(b, Kind::Wss);
+    let mut cc = n1.connect(c, Kind::TcpTls);
+    ca.publish_acked(b, &msg_id(1), b"a->b over wss");
+    assert_eq!(content(&cb.recv_push_ack().1), "a->b over wss");
+    cb.publish_acked(c, &msg_id(2), b"b->c over tls");
+    assert_eq!(content(&cc.recv_push_ack().1), "b->c over tls");
+    cc.publish_acked(a, &msg_id(3), b"c->a");
+    assert_eq!(content(&ca.recv_push_ack().1), "c->a");
+    // Group 88 = {a, b, c}; a part publish to b only.
+    let body = format!(r#"{{"uids":[{a},{b},{c}]}}"#);
+    let (status, v) = post(n3, "/groups/88/members", &body);
+    assert_eq!(status, 200, "{v}");
+    ca.group_part_publish(88, &msg_id(4), &[b], b"only b");
+    ca.expect_group_ack(true, &msg_id(4));
+    let p = cb.recv_group_push(true);
+    assert!(
+        p.part && p.group == 88 && content(&p.payload) == "only b",
+        "{p:?}"
+    );
+    cc.expect_silence(Duration::from_millis(300));
 }
