@@ -11,8 +11,9 @@ use futures_channel::oneshot;
 
 pub use crate::engine::requests::{ControlError, SessionInfo, SystemMessage, Target};
 use crate::engine::{Batch, Uids};
+use crate::route::link::Forward;
 use crate::route::mailbox::Mesh;
-use crate::route::nodes::{Forward, NodeMap};
+use crate::route::nodes::NodeMap;
 use crate::route::routing::owner_of;
 use crate::route::{Mail, Request};
 

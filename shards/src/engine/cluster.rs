@@ -5,8 +5,8 @@
 
 use std::sync::Arc;
 
-use super::{Action, Batch, CloseReason, ConnId, Delivery, Engine, Uids, MAX_HOPS};
-use crate::route::nodes::{Forward, NodeMap};
+use super::{Action, Batch, CloseReason, ConnId, Delivery, Engine, Forward, Uids, MAX_HOPS};
+use crate::route::nodes::NodeMap;
 use crate::stats::Msg;
 
 /// Members of one batch going to one node: (node, uids, stored-copy seqs).

@@ -47,7 +47,7 @@ use smallvec::SmallVec;
 
 use self::requests::{ControlError, SessionInfo, SystemMessage};
 use crate::config::CoreConfig;
-use crate::route::nodes::{Forward, NodeMap};
+use crate::route::nodes::NodeMap;
 use crate::stats::ShardStats;
 
 use self::commit::{CommitQueue, QueueKey};
@@ -195,6 +195,15 @@ pub struct Batch {
     pub exclude: u32,
     /// Times it was forwarded between nodes.
     pub hops: u8,
+}
+
+/// What one node hands another.
+#[derive(Debug, Clone)]
+pub enum Forward {
+    /// A message for one user whose home is the destination.
+    One(Delivery),
+    /// A group message for the members whose home is the destination.
+    Group(Batch),
 }
 
 /// A message is forwarded between nodes at most this many times. Once is the rule (to the

@@ -6,7 +6,7 @@
 //! owner shard of the user. Nothing here touches per-user state.
 
 use std::net::IpAddr;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,7 +15,7 @@ use im_protocol::packet::{connack, FLAG_RELAYED};
 use im_protocol::ws::{self, Handshake};
 use im_protocol::{ClientPacket, ServerPacket};
 use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::{ListenerOpts, TcpListener, TcpStream};
 
 use crate::auth::callback::{AuthCallback, Verdict};
@@ -23,9 +23,9 @@ use crate::auth::limiter::{AuthLimiter, Recorded};
 use crate::auth::TokenAuth;
 use crate::config::{AuthMode, CoreConfig};
 use crate::net::conn::{close_with, refuse_and_close};
-use crate::net::handoff::{Arrival, Handoff};
+use crate::net::handoff::{Arrival, Handoff, PreAuthIo};
 use crate::net::relay::relay;
-use crate::net::tls::{PreTls, TlsState};
+use crate::net::tls::PreTls;
 use crate::net::transport::{Event, Framing, TransportKind};
 use crate::route::mailbox::Mesh;
 use crate::route::routing::owner_of;
@@ -99,25 +99,6 @@ enum Refusal {
     Http(Vec<u8>),
     /// Malformed input: INVALID_PACKET, then close.
     Invalid,
-}
-
-/// A connection before authentication: plain TCP, or TLS after its handshake.
-pub(crate) trait PreAuthIo: AsyncReadRent + AsyncWriteRent + AsRawFd + 'static {
-    /// Gives up the socket (and the TLS session state) for the owner shard.
-    fn detach(self) -> (TcpStream, Option<TlsState>);
-}
-
-impl PreAuthIo for TcpStream {
-    fn detach(self) -> (TcpStream, Option<TlsState>) {
-        (self, None)
-    }
-}
-
-impl PreAuthIo for PreTls {
-    fn detach(self) -> (TcpStream, Option<TlsState>) {
-        let (tcp, st) = self.into_parts();
-        (tcp, Some(st))
-    }
 }
 
 /// A TLS connection: handshake (within the CONNECT timeout), then as any other.

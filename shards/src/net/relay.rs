@@ -28,8 +28,8 @@ use monoio::io::{AsyncWriteRent, AsyncWriteRentExt, Splitable};
 use monoio::net::TcpStream;
 
 use crate::net::conn::{refuse_and_close, shutdown};
+use crate::net::handoff::PreAuthIo;
 use crate::net::input::{read_with, OwnedInput};
-use crate::net::listener::PreAuthIo;
 use crate::net::tls_session;
 use crate::net::transport::{Event, Framing, TransportKind};
 

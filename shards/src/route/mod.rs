@@ -1,6 +1,7 @@
 //! Between shards: who owns a user ([`routing::owner_of`]), the mesh of bounded lock-free
 //! mailboxes ([`mailbox::Mesh`]), and what shards mail each other ([`Mail`]).
 
+pub mod link;
 pub mod mailbox;
 pub mod nodes;
 pub mod routing;

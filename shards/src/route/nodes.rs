@@ -9,13 +9,11 @@
 //! inside one node; a client that connects elsewhere is relayed there (`net::relay`).
 //!
 //! The shards never talk to Redis: a message for a user whose home is another node becomes
-//! an [`Forward`] handed to the process's [`ClusterLink`] (the `im-cluster` crate), which
-//! batches it into that node's inbox.
+//! a `Forward` handed to the process's `ClusterLink` (`route::link`, implemented by the
+//! `im-cluster` crate), which batches it into that node's inbox.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-
-use crate::engine::{Batch, Delivery};
 
 /// A node of the live set.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,22 +102,6 @@ fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
-}
-
-/// What one node hands another.
-#[derive(Debug, Clone)]
-pub enum Forward {
-    /// A message for one user whose home is the destination.
-    One(Delivery),
-    /// A group message for the members whose home is the destination.
-    Group(Batch),
-}
-
-/// The shards' way to other nodes (implemented by `im-cluster`). Never blocks.
-pub trait ClusterLink: Send + Sync + 'static {
-    /// Queues `f` for node `to`. `Err(f)` when it cannot be queued (the link's queue is
-    /// full or the node is unknown): the caller then stores the message offline.
-    fn forward(&self, to: &Arc<str>, f: Forward) -> Result<(), Forward>;
 }
 
 #[cfg(test)]

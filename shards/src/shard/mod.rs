@@ -45,8 +45,9 @@ use crate::net::listener;
 use crate::net::table::ConnTable;
 use crate::net::tls_session;
 use crate::net::transport::TransportKind;
+use crate::route::link::{ClusterLink, Forward};
 use crate::route::mailbox::Mesh;
-use crate::route::nodes::{ClusterLink, Forward, NodeMap};
+use crate::route::nodes::NodeMap;
 use crate::route::{Mail, Request};
 use crate::stats::{Msg, ShardStats};
 
