@@ -18,7 +18,6 @@ use fred::prelude::*;
 use fred::types::config::Options;
 use fred::types::streams::XReadResponse;
 use im_shards::control::ControlHandle;
-use im_shards::engine::Time;
 use im_shards::Forward;
 use tokio::sync::mpsc;
 
@@ -116,7 +115,7 @@ pub(crate) async fn flush_loop(
     }
 }
 
-fn recipients(records: &[Record]) -> u64 {
+pub(crate) fn recipients(records: &[Record]) -> u64 {
     records
         .iter()
         .map(|r| match &r.f {
@@ -197,7 +196,8 @@ pub(crate) async fn handle(
             tracing::warn!(key, "an inbox entry without a body; dropped");
             continue;
         };
-        let entry = match wire::decode(body, Time(0)) {
+        // Mail carries the receiving process's clock as its acceptance time.
+        let entry = match wire::decode(body, im_shards::engine_now()) {
             Ok(e) => e,
             Err(e) => {
                 stats.corrupt();
@@ -205,9 +205,8 @@ pub(crate) async fn handle(
                 continue;
             }
         };
+        stats.received(&entry.from, &entry.records, now_ms);
         for r in entry.records {
-            stats.received(&entry.from, &r, now_ms);
-            tracing::trace!(from = %entry.from, record = ?r.f, "handing on");
             offer(control, r.f).await;
         }
     }
@@ -223,26 +222,9 @@ pub(crate) async fn handle(
 async fn offer(control: &ControlHandle, f: Forward) {
     let mut pending = vec![f];
     while let Some(f) = pending.pop() {
-        // The shards' clock: mail carries the receiving process's time.
-        let f = stamp(f);
         if let Err(left) = control.arrive(f) {
             pending.extend(left);
             tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    }
-}
-
-/// Marks a message as accepted now on this process's clock.
-fn stamp(f: Forward) -> Forward {
-    let now = im_shards::engine_now();
-    match f {
-        Forward::One(mut d) => {
-            d.accepted = now;
-            Forward::One(d)
-        }
-        Forward::Group(mut b) => {
-            b.accepted = now;
-            Forward::Group(b)
         }
     }
 }

@@ -55,13 +55,13 @@ impl ClusterStats {
         self.peer(node, |c| c.0 += n);
     }
 
-    pub(crate) fn received(&self, from: &str, r: &Record, now_ms: u64) {
-        let n = match &r.f {
-            im_shards::Forward::One(_) => 1,
-            im_shards::Forward::Group(b) => b.uids.len() as u64,
-        };
+    /// One entry's records from node `from`, received at `now_ms`.
+    pub(crate) fn received(&self, from: &str, records: &[Record], now_ms: u64) {
+        let n = crate::inbox::recipients(records);
         self.peer(from, |c| c.1 += n);
-        self.latency_ms.observe(now_ms.saturating_sub(r.sent_ms));
+        for r in records {
+            self.latency_ms.observe(now_ms.saturating_sub(r.sent_ms));
+        }
     }
 
     pub(crate) fn corrupt(&self) {

@@ -99,15 +99,14 @@ pub fn encode(from: &str, records: &[Record]) -> Vec<u8> {
     out
 }
 
-/// A decoded entry: the sending node and its records. `accepted` of every message is set to
-/// `now` (the receiving process's clock; the sender's means nothing here).
+/// A decoded entry: the sending node and its records.
 #[derive(Debug)]
 pub struct Entry {
     pub from: String,
     pub records: Vec<Record>,
 }
 
-fn need(b: &[u8], n: usize, what: &'static str) -> Result<(), WireError> {
+fn need(b: &impl Buf, n: usize, what: &'static str) -> Result<(), WireError> {
     if b.remaining() < n {
         Err(WireError::Truncated(what))
     } else {
@@ -115,20 +114,22 @@ fn need(b: &[u8], n: usize, what: &'static str) -> Result<(), WireError> {
     }
 }
 
-/// Decodes one entry body.
-pub fn decode(mut b: &[u8], now: Time) -> Result<Entry, WireError> {
-    need(b, 2, "header")?;
+/// Decodes one entry body. Frames are slices of `body`, not copies. Every message is
+/// stamped as accepted at `now` (the receiving process's clock).
+pub fn decode(body: &Bytes, now: Time) -> Result<Entry, WireError> {
+    let mut b = body.clone();
+    need(&b, 2, "header")?;
     let v = b.get_u8();
     if v != VERSION {
         return Err(WireError::Version(v));
     }
     let n = b.get_u8() as usize;
-    need(b, n, "node id")?;
+    need(&b, n, "node id")?;
     let from = std::str::from_utf8(&b[..n])
         .map_err(|_| WireError::NodeId)?
         .to_owned();
     b.advance(n);
-    need(b, 4, "count")?;
+    need(&b, 4, "count")?;
     let count = b.get_u32() as usize;
     // Each record takes at least 19 bytes: a count larger than the entry is a lie.
     if count > b.remaining() / 19 + 1 {
@@ -144,7 +145,7 @@ pub fn decode(mut b: &[u8], now: Time) -> Result<Entry, WireError> {
     Ok(Entry { from, records })
 }
 
-fn record(b: &mut &[u8], now: Time) -> Result<Record, WireError> {
+fn record(b: &mut Bytes, now: Time) -> Result<Record, WireError> {
     need(b, 14, "record header")?;
     let kind = b.get_u8();
     let hops = b.get_u8();
@@ -154,8 +155,7 @@ fn record(b: &mut &[u8], now: Time) -> Result<Record, WireError> {
         return Err(WireError::TooLarge("frame"));
     }
     need(b, len, "frame")?;
-    let frame = Bytes::copy_from_slice(&b[..len]);
-    b.advance(len);
+    let frame = b.split_to(len);
     let f = match kind {
         1 => {
             need(b, 5, "recipient")?;
@@ -241,7 +241,7 @@ mod tests {
     #[test]
     fn round_trips() {
         let bytes = encode("node-a", &sample());
-        let e = decode(&bytes, Time(5)).expect("decodes");
+        let e = decode(&Bytes::from(bytes), Time(5)).expect("decodes");
         assert_eq!(e.from, "node-a");
         assert_eq!(e.records.len(), 2);
         match &e.records[0].f {
@@ -269,18 +269,27 @@ mod tests {
     fn every_truncation_and_bad_header_is_an_error() {
         let bytes = encode("n", &sample());
         for cut in 0..bytes.len() {
-            assert!(decode(&bytes[..cut], Time(0)).is_err(), "cut at {cut}");
+            assert!(
+                decode(&Bytes::copy_from_slice(&bytes[..cut]), Time(0)).is_err(),
+                "cut at {cut}"
+            );
         }
         let mut bad = bytes.clone();
         bad[0] = 9;
-        assert_eq!(decode(&bad, Time(0)).unwrap_err(), WireError::Version(9));
+        assert_eq!(
+            decode(&Bytes::from(bad), Time(0)).unwrap_err(),
+            WireError::Version(9)
+        );
         let mut long = bytes.clone();
         long.push(0);
-        assert_eq!(decode(&long, Time(0)).unwrap_err(), WireError::Trailing(1));
+        assert_eq!(
+            decode(&Bytes::from(long), Time(0)).unwrap_err(),
+            WireError::Trailing(1)
+        );
         // A count no entry could hold.
         let mut lie = encode("n", &[]);
         let at = lie.len() - 4;
         lie[at..].copy_from_slice(&u32::MAX.to_be_bytes());
-        assert!(decode(&lie, Time(0)).is_err());
+        assert!(decode(&Bytes::from(lie), Time(0)).is_err());
     }
 }

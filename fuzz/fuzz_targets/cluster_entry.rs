@@ -3,6 +3,7 @@
 //! the same records.
 #![no_main]
 
+use bytes::Bytes;
 use im_cluster::wire::{decode, encode};
 use im_shards::engine::Time;
 use im_shards::Forward;
@@ -16,8 +17,9 @@ fn shape(f: &Forward) -> (u8, Vec<u32>, Option<Vec<u64>>, Vec<u8>) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(e) = decode(data, Time(0)) {
-        let again = decode(&encode(&e.from, &e.records), Time(0)).expect("re-encoded entry decodes");
+    if let Ok(e) = decode(&Bytes::copy_from_slice(data), Time(0)) {
+        let again = decode(&Bytes::from(encode(&e.from, &e.records)), Time(0))
+            .expect("re-encoded entry decodes");
         assert_eq!(again.from, e.from);
         assert_eq!(again.records.len(), e.records.len());
         for (a, b) in again.records.iter().zip(&e.records) {

@@ -12,8 +12,9 @@
 //! [`net`] (listeners, pre-auth, connections, framing, TLS), [`auth`] (tokens, the HTTP
 //! callback, the failed-login limit), [`route`] (owner shards and the mailbox mesh),
 //! [`control`] (requests from the HTTP API), `membership` (the group cache).
-//! Every `impl Shard` is in `shard/` (tasks and lifecycle in `mod.rs`, the timer in
-//! `timer.rs`, the `Host` and `Gate` ports in `ports.rs`).
+//! Every `impl Shard` is in `shard/` (tasks and lifecycle in `mod.rs`, carrying out the
+//! engine's actions in `actions.rs`, the timer in `timer.rs`, the `Host` and `Gate` ports in
+//! `ports.rs`).
 
 pub mod auth;
 #[cfg(feature = "bench-api")]

@@ -41,6 +41,12 @@ impl Engine {
         None
     }
 
+    /// The plain TCP address of `uid`'s home node when that is another node (where a login
+    /// of `uid` is relayed).
+    pub fn remote_home(&self, uid: u32) -> Option<std::net::SocketAddr> {
+        self.nodes.as_ref()?.remote_home(uid).map(|n| n.relay)
+    }
+
     /// The home of `uid` when a message that travelled `hops` times goes on there.
     pub(super) fn remote_node(&self, uid: u32, hops: u8) -> Option<Arc<str>> {
         if hops >= MAX_HOPS {

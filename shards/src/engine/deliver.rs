@@ -385,7 +385,7 @@ impl Engine {
         };
         let owner = owner_of(d.to, self.shards);
         if owner == self.id {
-            self.deliver(d);
+            self.deliver_here(d);
         } else {
             self.out.push(Action::Deliver { shard: owner, d });
         }
@@ -394,9 +394,13 @@ impl Engine {
     /// Delivers a message for a user this shard owns: to every session, or to storage.
     pub(super) fn deliver(&mut self, d: Delivery) {
         // Mail from another node whose sender saw another live set may go on once more.
-        let Some(d) = self.forward_if_remote(d) else {
-            return;
-        };
+        if let Some(d) = self.forward_if_remote(d) {
+            self.deliver_here(d);
+        }
+    }
+
+    /// [`Engine::deliver`] once the recipient's home is known to be this node.
+    fn deliver_here(&mut self, d: Delivery) {
         let mut conns = std::mem::take(&mut self.scratch);
         conns.extend(self.users.get(&d.to).into_iter().flatten());
         if conns.is_empty() {

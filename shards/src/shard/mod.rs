@@ -24,9 +24,8 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use futures_channel::oneshot;
-use im_storage::{now_ms, GroupStore, OfflineMessage, StoreHandle};
+use im_storage::{GroupStore, StoreHandle};
 use monoio::io::{AsyncWriteRent, Splitable};
 use monoio::net::TcpStream;
 use rustc_hash::FxHashMap as HashMap;
@@ -36,7 +35,7 @@ use crate::auth::limiter::AuthLimiter;
 use crate::auth::TokenAuth;
 use crate::config::CoreConfig;
 use crate::engine::requests::ControlError;
-use crate::engine::{Action, ConnId, Engine, Event, Failed, Time, Token};
+use crate::engine::{Action, ConnId, Engine, Event, Time, Token};
 use crate::membership::GroupCache;
 use crate::net::conn;
 use crate::net::handoff::{Arrival, Handoff};
@@ -45,12 +44,13 @@ use crate::net::listener;
 use crate::net::table::ConnTable;
 use crate::net::tls_session;
 use crate::net::transport::TransportKind;
-use crate::route::link::{ClusterLink, Forward};
+use crate::route::link::ClusterLink;
 use crate::route::mailbox::Mesh;
 use crate::route::nodes::NodeMap;
 use crate::route::{Mail, Request};
-use crate::stats::{Msg, ShardStats};
+use crate::stats::ShardStats;
 
+mod actions;
 mod ports;
 mod timer;
 
@@ -118,8 +118,6 @@ pub(crate) struct Shard {
     pub stats: Arc<ShardStats>,
     /// The way to other nodes (in a cluster).
     cluster: Option<Arc<dyn ClusterLink>>,
-    /// The cluster's live set as this shard last heard it.
-    nodes: RefCell<Option<Arc<NodeMap>>>,
     groups: Rc<GroupCache>,
     engine: RefCell<Engine>,
     /// Reused action buffer.
@@ -146,13 +144,10 @@ impl Shard {
     fn new(id: usize, shared: &Shared) -> Rc<Self> {
         let shards = shared.mesh.shards();
         let mut engine = Engine::new(id, shards, shared.cfg.clone(), shared.stats[id].clone());
-        let (cluster, nodes) = match &shared.cluster {
-            Some((link, map)) => {
-                engine.handle(now(), Event::Nodes(map.clone()), &mut Vec::new());
-                (Some(link.clone()), Some(map.clone()))
-            }
-            None => (None, None),
-        };
+        let cluster = shared.cluster.as_ref().map(|(link, map)| {
+            engine.handle(now(), Event::Nodes(map.clone()), &mut Vec::new());
+            link.clone()
+        });
         Rc::new(Self {
             id,
             cfg: shared.cfg.clone(),
@@ -164,7 +159,6 @@ impl Shard {
             tls: shared.tls.clone(),
             stats: shared.stats[id].clone(),
             cluster,
-            nodes: RefCell::new(nodes),
             groups: Rc::new(GroupCache::new(
                 shared.groups.clone(),
                 Duration::from_millis(shared.cfg.groups.cache_ttl_ms),
@@ -255,112 +249,6 @@ impl Shard {
                 self.mesh.route_done();
             }
         }
-    }
-
-    fn execute(self: &Rc<Self>, a: Action) {
-        match a {
-            Action::Write { conn, out } => self.conns.borrow_mut().push(conn, out),
-            Action::Deliver { shard, d } => self.mail(shard, Mail::Deliver(d)),
-            Action::Fanout { shard, b } => self.mail(shard, Mail::Fanout(b)),
-            Action::Append { token, msgs } => {
-                // Enqueued now (not when first polled), so storage sees our order.
-                let done = self.store.append(self.offline(msgs));
-                let me = self.clone();
-                monoio::spawn(async move {
-                    let result = done.await.map_err(|e| {
-                        tracing::error!(error = %e, "storage write failed");
-                        Failed
-                    });
-                    me.dispatch(Event::Appended { token, result });
-                });
-            }
-            Action::Store { msgs } => self.store.append_detached(self.offline(msgs)),
-            Action::Remove { uid, seqs } => self.store.remove(uid, seqs),
-            Action::Fetch {
-                token,
-                uid,
-                after,
-                limit,
-            } => {
-                let done = self.store.fetch(uid, after, limit);
-                let me = self.clone();
-                monoio::spawn(async move {
-                    let result = done.await.map_err(|e| {
-                        tracing::error!(uid, error = %e, "offline fetch failed");
-                        Failed
-                    });
-                    me.dispatch(Event::Fetched { token, result });
-                });
-            }
-            Action::Resolve { token, gid } => {
-                if let Some(m) = self.groups.cached(gid) {
-                    self.ready.borrow_mut().push_back(Event::Resolved {
-                        token,
-                        result: Ok(m),
-                    });
-                    return;
-                }
-                let me = self.clone();
-                let groups = self.groups.clone();
-                monoio::spawn(async move {
-                    let result = groups.members(gid).await.map_err(|e| {
-                        tracing::warn!(gid, error = %e, "group lookup failed");
-                        Failed
-                    });
-                    me.dispatch(Event::Resolved { token, result });
-                });
-            }
-            Action::Replied { reply, result } => {
-                if let Some(tx) = self.replies.borrow_mut().remove(&reply) {
-                    let _ = tx.send(result);
-                }
-            }
-            Action::Resume { conn } => self.conns.borrow_mut().wake_reader(conn),
-            Action::Forward { node, f } => self.forward(&node, f),
-        }
-    }
-
-    /// Hands `f` to the cluster link; what cannot be queued is stored offline (the
-    /// recipient's home drains it at the next login), unless a stored copy exists already.
-    fn forward(&self, node: &Arc<str>, f: Forward) {
-        let Some(link) = &self.cluster else {
-            return;
-        };
-        let Err(f) = link.forward(node, f) else {
-            return;
-        };
-        tracing::warn!(node = %node, "cannot forward to this node now; storing offline");
-        let msgs = match f {
-            Forward::One(d) if d.seq.is_none() => vec![(d.to, d.frame)],
-            Forward::One(_) => Vec::new(),
-            Forward::Group(b) if b.seqs.is_none() => {
-                b.uids.iter().map(|u| (*u, b.frame.clone())).collect()
-            }
-            Forward::Group(_) => Vec::new(),
-        };
-        if !msgs.is_empty() {
-            self.stats.message(Msg::StoredOffline, msgs.len() as u64);
-            self.store.append_detached(self.offline(msgs));
-        }
-    }
-
-    /// The plain TCP address of `uid`'s home node when that is another node.
-    pub(crate) fn remote_home(&self, uid: u32) -> Option<std::net::SocketAddr> {
-        let nodes = self.nodes.borrow();
-        nodes.as_ref()?.remote_home(uid).map(|n| n.relay)
-    }
-
-    /// Stored copies with their expiry.
-    fn offline(&self, msgs: Vec<(u32, Bytes)>) -> Vec<OfflineMessage> {
-        let expires_at_ms =
-            now_ms().saturating_add(self.cfg.delivery.retention_days * 24 * 3600 * 1000);
-        msgs.into_iter()
-            .map(|(uid, frame)| OfflineMessage {
-                uid,
-                frame,
-                expires_at_ms,
-            })
-            .collect()
     }
 
     /// Mails another shard. A full queue parks the mail (in order) in the outbox, sent by
@@ -504,10 +392,7 @@ impl Shard {
             Mail::Fanout(b) => self.feed(t, Event::Fanout(b)),
             Mail::Handoff(h) => self.attach(h),
             Mail::Control(r) => self.handle_control(r),
-            Mail::Nodes(map) => {
-                self.nodes.replace(Some(map.clone()));
-                self.feed(t, Event::Nodes(map));
-            }
+            Mail::Nodes(map) => self.feed(t, Event::Nodes(map)),
         }
     }
 

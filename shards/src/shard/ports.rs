@@ -99,6 +99,6 @@ impl listener::Gate for Shard {
     }
 
     fn relay_to(&self, uid: u32) -> Option<std::net::SocketAddr> {
-        self.remote_home(uid)
+        self.engine.borrow().remote_home(uid)
     }
 }
