@@ -41,10 +41,9 @@ impl Engine {
         None
     }
 
-    /// The plain TCP address of `uid`'s home node when that is another node (where a login
-    /// of `uid` is relayed).
-    pub fn remote_home(&self, uid: u32) -> Option<std::net::SocketAddr> {
-        self.nodes.as_ref()?.remote_home(uid).map(|n| n.relay)
+    /// The cluster's live set as this engine knows it (`None` outside a cluster).
+    pub fn nodes(&self) -> Option<&Arc<NodeMap>> {
+        self.nodes.as_ref()
     }
 
     /// The home of `uid` when a message that travelled `hops` times goes on there.

@@ -99,6 +99,7 @@ impl listener::Gate for Shard {
     }
 
     fn relay_to(&self, uid: u32) -> Option<std::net::SocketAddr> {
-        self.engine.borrow().remote_home(uid)
+        let engine = self.engine.borrow();
+        engine.nodes()?.remote_home(uid).map(|n| n.relay)
     }
 }
