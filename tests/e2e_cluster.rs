@@ -5,8 +5,9 @@
 //! send through another node's API arrives, an offline message is drained after logging in
 //! on a different node, forged inbox entries are refused, every duplicate-login policy holds
 //! across nodes, losing a recipient's home (kill -9, SIGTERM) under load loses no acked
-//! message, a Redis restart heals by itself, and a node whose lease lapsed leaves the live
-//! set. Refusals: a second node with a live node's id, and cluster mode without shared
+//! message, a Redis restart heals by itself, a node cut off from Redis is counted dead and
+//! its clients collect what was stored for them when it is back, and a node whose lease
+//! lapsed leaves the live set. Refusals: a second node with a live node's id, and cluster mode without shared
 //! stores.
 
 mod common;
@@ -21,10 +22,15 @@ use im_testkit::RedisServer;
 const S: Duration = Duration::from_secs(1);
 
 fn node_env(redis: &RedisServer, id: &str) -> Vec<(String, String)> {
+    node_env_on(redis.port, id)
+}
+
+/// A node's settings with Redis at `port` (the test's server, or a link in front of it).
+fn node_env_on(redis_port: u16, id: &str) -> Vec<(String, String)> {
     vec![
         ("IMSERVER_STORAGE__BACKEND".into(), "redis".into()),
         ("IMSERVER_GROUPS__BACKEND".into(), "redis".into()),
-        ("IMSERVER_REDIS__PORT".into(), redis.port.to_string()),
+        ("IMSERVER_REDIS__PORT".into(), redis_port.to_string()),
         ("IMSERVER_CLUSTER__ENABLED".into(), "true".into()),
         ("IMSERVER_CLUSTER__NODE_ID".into(), id.into()),
         ("IMSERVER_CLUSTER__LEASE_MS".into(), "900".into()),
@@ -36,7 +42,11 @@ fn start_node(redis: &RedisServer, id: &str) -> Server {
 }
 
 fn start_node_with(redis: &RedisServer, id: &str, extra: &[(&str, &str)]) -> Server {
-    let mut env = node_env(redis, id);
+    start_node_on(redis.port, id, extra)
+}
+
+fn start_node_on(redis_port: u16, id: &str, extra: &[(&str, &str)]) -> Server {
+    let mut env = node_env_on(redis_port, id);
     env.extend(extra.iter().map(|(a, b)| (a.to_string(), b.to_string())));
     let refs: Vec<(&str, &str)> = env.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
     Server::start(common::driver(), &refs)
@@ -352,16 +362,17 @@ fn duplicate_login_policies_across_nodes() {
 
 /// Reads pushes for one user on its own thread, acking each and remembering its text; when
 /// its connection ends it waits for the next one (sent by the test once the cluster has
-/// noticed the loss). Ends when it has `want` distinct messages or after 40 s.
+/// noticed the loss). Ends when it has `want` distinct messages or after 40 s, with how many
+/// times each arrived.
 struct Receiver {
     next: std::sync::mpsc::Sender<common::client::Client>,
-    thread: std::thread::JoinHandle<std::collections::BTreeSet<String>>,
+    thread: std::thread::JoinHandle<std::collections::BTreeMap<String, u32>>,
 }
 
 fn receiver(mut c: common::client::Client, want: usize) -> Receiver {
     let (next, rx) = std::sync::mpsc::channel();
     let thread = std::thread::spawn(move || {
-        let mut got = std::collections::BTreeSet::new();
+        let mut got = std::collections::BTreeMap::new();
         let deadline = Instant::now() + 40 * S;
         while got.len() < want && Instant::now() < deadline {
             match c.recv(Duration::from_millis(200)) {
@@ -370,7 +381,7 @@ fn receiver(mut c: common::client::Client, want: usize) -> Receiver {
                         im_protocol::ServerPacket::decode(&p)
                     {
                         c.send(&im_protocol::ClientPacket::PubAck { msg_id }.to_vec());
-                        got.insert(content(payload));
+                        *got.entry(content(payload)).or_insert(0) += 1;
                     }
                 }
                 common::client::Recv::Closed => match rx.recv_timeout(30 * S) {
@@ -412,7 +423,7 @@ fn messages_survive_losing_the_home(persist: &str, lose: impl FnOnce(&mut Server
     send(200..300);
     let got = rcv.thread.join().expect("receiver");
     let missing: Vec<u64> = (0..300)
-        .filter(|i| !got.contains(&format!("m{i}")))
+        .filter(|i| !got.contains_key(&format!("m{i}")))
         .collect();
     assert!(
         missing.is_empty(),
@@ -466,6 +477,72 @@ fn redis_restart_recovers_by_itself() {
     wait_live(&[&n1, &n2, &n3], 3);
     cb.publish_acked(a, &msg_id(3), b"and back");
     assert_eq!(content(&ca.recv_push_ack().1), "and back");
+}
+
+/// A node cut off from Redis for a while (its link to Redis frozen) while its clients stay
+/// connected: the others count it dead and store what they have for its users offline
+/// (acked to the senders); when the link is back the node takes its lease again, learns it
+/// was counted dead, and closes its sessions once the others see it back; its client logs
+/// in again and collects everything. No message sent while the nodes disagreed arrives
+/// twice.
+#[test]
+fn a_node_cut_off_from_redis_is_counted_dead_and_its_clients_catch_up() {
+    let redis = RedisServer::start();
+    let link = common::link::SlowLink::start(redis.port);
+    let n1 = start_node(&redis, "n1");
+    let n2 = start_node(&redis, "n2");
+    let n3 = start_node_on(link.port, "n3", &[]);
+    wait_live(&[&n1, &n2, &n3], 3);
+    let s = homed_on(&n1, "n1", 0);
+    let r = homed_on(&n1, "n3", 0);
+    let rcv = receiver(n3.connect(r, Kind::Tcp), 200);
+    let mut sender = n1.connect(s, Kind::Tcp);
+    let mut send = |range: std::ops::Range<u64>| {
+        for i in range {
+            sender.publish_acked(r, &msg_id(20_000 + i), format!("m{i}").as_bytes());
+        }
+    };
+    send(0..50);
+    link.freeze();
+    wait_live(&[&n1, &n2], 2);
+    assert_ne!(home(&n1, r), "n3");
+    send(50..150);
+    link.thaw();
+    wait_live(&[&n1, &n2, &n3], 3);
+    let t = Instant::now();
+    while !n3
+        .http_get("/metrics")
+        .1
+        .contains("im_connections{transport=\"tcp\"} 0\n")
+    {
+        assert!(
+            t.elapsed() < 15 * S,
+            "n3 never closed the session it held while counted dead"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(n3
+        .http_get("/metrics")
+        .1
+        .contains("im_cluster_evicted_total 1\n"));
+    assert_eq!(home(&n1, r), "n3");
+    rcv.next
+        .send(n3.connect(r, Kind::Tcp))
+        .expect("receiver alive");
+    send(150..200);
+    let got = rcv.thread.join().expect("receiver");
+    let missing: Vec<u64> = (0..200)
+        .filter(|i| !got.contains_key(&format!("m{i}")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} acked messages lost: {missing:?}",
+        missing.len()
+    );
+    let twice: Vec<u64> = (50..200)
+        .filter(|i| got.get(&format!("m{i}")).is_some_and(|n| *n > 1))
+        .collect();
+    assert!(twice.is_empty(), "delivered more than once: {twice:?}");
 }
 
 /// TLS clients (wss and TCP+TLS) across nodes, one relayed (TLS ends at the node it reached,

@@ -41,6 +41,11 @@ pub(crate) fn inbox_key(id: &str) -> String {
 }
 
 /// Creates `key`'s consumer group (and the stream) if missing.
+/// Entries in node `id`'s inbox not yet handed to its shards (each is deleted once it was).
+pub(crate) async fn backlog(pool: &Pool, id: &str) -> Result<u64, Error> {
+    pool.xlen(inbox_key(id)).await
+}
+
 pub(crate) async fn ensure_group(client: &Client, key: &str) -> Result<(), Error> {
     let r: Result<(), Error> = client.xgroup_create(key, GROUP, "0", true).await;
     match r {

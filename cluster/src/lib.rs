@@ -121,6 +121,7 @@ impl Cluster {
                 .map_err(|_| ClusterError::Redis("not reachable in time".into()))?
                 .map_err(membership::redis)?;
             membership::register(&p, &me2, lease_ms).await?;
+            membership::clear_mark(&p, &me2).await?;
             inbox::ensure_group(p.next(), &inbox::inbox_key(&me2.id))
                 .await
                 .map_err(membership::redis)?;
@@ -260,7 +261,9 @@ impl Cluster {
 }
 
 /// Renews the lease every third of it, re-reads the live set, tells the shards when it
-/// changed, and takes over the inboxes of nodes that are gone.
+/// changed, and takes over the inboxes of nodes that are gone. When the others had counted
+/// this node dead, it closes its sessions once they have all seen it back (see
+/// [`membership`]).
 async fn lease_loop(
     pool: Pool,
     me: NodeInfo,
@@ -277,24 +280,42 @@ async fn lease_loop(
     // lost or could not be renewed (Redis restarted empty, or was out of reach), so that
     // the other nodes have a whole lease to take theirs again before they count as dead.
     let mut hold_until: Option<tokio::time::Instant> = None;
+    // When to close every session after an eviction: half a lease after this node is live
+    // again, when every other node has re-read the live set (each does every third).
+    let mut close_at: Option<tokio::time::Instant> = None;
     let lease = Duration::from_millis(lease_ms);
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = stop.changed() => return,
         }
+        if close_at.is_some_and(|t| tokio::time::Instant::now() >= t) {
+            close_at = None;
+            tracing::warn!("closing every session: their clients log in again and collect what was stored for them while this node counted as dead");
+            tell_shards(&control, Mail::Evicted).await;
+        }
         match membership::renew(&pool, &me, lease_ms).await {
-            Ok(true) => {}
-            Ok(false) => {
-                stats.lease_lost();
-                hold_until = Some(tokio::time::Instant::now() + lease);
-                tracing::warn!("this node's lease had lapsed; taken again");
+            Ok(r) => {
+                if r.lapsed {
+                    stats.lease_lost();
+                    hold_until = Some(tokio::time::Instant::now() + lease);
+                    tracing::warn!("this node's lease had lapsed; taken again");
+                }
+                if r.evicted {
+                    stats.evicted();
+                    close_at = Some(tokio::time::Instant::now() + lease / 2);
+                    tracing::warn!("the other nodes had counted this node dead");
+                }
             }
             Err(e) => {
                 hold_until = Some(tokio::time::Instant::now() + lease);
                 tracing::error!(error = %e, "cannot renew this node's lease");
                 continue;
             }
+        }
+        match inbox::backlog(&pool, &me.id).await {
+            Ok(n) => stats.set_inbox(n),
+            Err(e) => tracing::warn!(error = %e, "cannot read this node's inbox length"),
         }
         let mut now = match membership::live(&pool).await {
             Ok(n) => n,
@@ -309,6 +330,21 @@ async fn lease_loop(
                 now.entry(id.clone()).or_insert_with(|| info.clone());
             }
         }
+        let gone: Vec<String> = {
+            let cur = live.read().unwrap_or_else(|e| e.into_inner());
+            cur.0
+                .keys()
+                .filter(|id| **id != me.id && !now.contains_key(*id))
+                .cloned()
+                .collect()
+        };
+        if !gone.is_empty() {
+            let ids: Vec<&str> = gone.iter().map(String::as_str).collect();
+            if let Err(e) = membership::mark_evicted(&pool, &ids, &me.id).await {
+                tracing::warn!(error = %e, "cannot mark nodes gone; keeping them for now");
+                continue;
+            }
+        }
         stats.set_live(now.len());
         let changed = {
             let cur = live.read().unwrap_or_else(|e| e.into_inner());
@@ -318,7 +354,7 @@ async fn lease_loop(
             if let Some(map) = membership::node_map(&me.id, &now) {
                 tracing::info!(nodes = ?now.keys().collect::<Vec<_>>(), "live set changed");
                 *live.write().unwrap_or_else(|e| e.into_inner()) = (now.clone(), map.clone());
-                tell_shards(&control, map).await;
+                tell_shards(&control, Mail::Nodes(map)).await;
             }
         }
         if let Err(e) =
@@ -329,9 +365,22 @@ async fn lease_loop(
     }
 }
 
-async fn tell_shards(control: &ControlHandle, map: Arc<NodeMap>) {
+/// What the lease loop tells every shard.
+enum Mail {
+    Nodes(Arc<NodeMap>),
+    Evicted,
+}
+
+async fn tell_shards(control: &ControlHandle, mail: Mail) {
     for shard in 0..control.shards() {
-        while !control.set_nodes(shard, map.clone()) {
+        loop {
+            let taken = match &mail {
+                Mail::Nodes(map) => control.set_nodes(shard, map.clone()),
+                Mail::Evicted => control.evicted(shard),
+            };
+            if taken {
+                break;
+            }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }

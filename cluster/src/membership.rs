@@ -5,6 +5,12 @@
 //! every third of the lease by a script that extends it only while it still holds this
 //! process's `instance` value. A lapsed lease is a dead node. Every renewal also reads the
 //! live set (`SCAN im_node:*` + `MGET`), so every node knows it within a third of a lease.
+//!
+//! A node that drops another from its live set first marks it `im_evicted:<id>`: it is
+//! about to route that node's users elsewhere (their messages stored offline there). The
+//! renewal script takes the mark away and tells the node, which then makes its clients log
+//! in again to collect those messages (a node cut off from Redis, or paused, for longer
+//! than its lease learns this way that the others went on without it).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,17 +22,36 @@ use crate::config::NodeInfo;
 use crate::ClusterError;
 
 pub(crate) const NODE_PREFIX: &str = "im_node:";
+const EVICTED_PREFIX: &str = "im_evicted:";
+/// How long an eviction mark waits for its node to come back.
+const EVICTED_TTL_MS: i64 = 24 * 3600 * 1000;
 
-/// Extends the lease only if this process still holds it.
+/// Extends the lease only if this process still holds it (bit 0) and takes this node's
+/// eviction mark away (bit 1: there was one).
 const RENEW: &str = r#"
+local held = 0
 if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  held = 1
 end
-return 0
+return held + 2 * redis.call('DEL', KEYS[2])
 "#;
 
 pub(crate) fn node_key(id: &str) -> String {
     format!("{NODE_PREFIX}{id}")
+}
+
+fn evicted_key(id: &str) -> String {
+    format!("{EVICTED_PREFIX}{id}")
+}
+
+/// What a renewal found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Renewal {
+    /// The lease had lapsed (this node was too slow, or Redis lost it) and was taken again.
+    pub lapsed: bool,
+    /// Another node had dropped this one from its live set meanwhile.
+    pub evicted: bool,
 }
 
 /// Takes the lease for `me`; refused when another process holds it.
@@ -52,23 +77,55 @@ pub(crate) async fn register(
     Ok(())
 }
 
-/// Renews the lease. `Ok(false)`: it lapsed (this node was too slow, or Redis lost it) and
-/// was taken again; `Err(NodeIdTaken)`: another process holds the id now.
-pub(crate) async fn renew(pool: &Pool, me: &NodeInfo, lease_ms: u64) -> Result<bool, ClusterError> {
+/// Forgets an eviction mark left from an earlier run of this node (a process that just
+/// started has no client to send away).
+pub(crate) async fn clear_mark(pool: &Pool, me: &NodeInfo) -> Result<(), ClusterError> {
+    let _: i64 = pool.del(evicted_key(&me.id)).await.map_err(redis)?;
+    Ok(())
+}
+
+/// Renews the lease, taking it again when it lapsed; `Err(NodeIdTaken)`: another process
+/// holds the id now.
+pub(crate) async fn renew(
+    pool: &Pool,
+    me: &NodeInfo,
+    lease_ms: u64,
+) -> Result<Renewal, ClusterError> {
     let value = serde_json::to_string(me).map_err(|e| ClusterError::Redis(e.to_string()))?;
-    let renewed: i64 = pool
+    let code: i64 = pool
         .next()
         .eval(
             RENEW,
-            vec![node_key(&me.id)],
+            vec![node_key(&me.id), evicted_key(&me.id)],
             vec![value, lease_ms.to_string()],
         )
         .await
         .map_err(redis)?;
-    if renewed == 1 {
-        return Ok(true);
+    let r = Renewal {
+        lapsed: code & 1 == 0,
+        evicted: code & 2 != 0,
+    };
+    if r.lapsed {
+        register(pool, me, lease_ms).await?;
     }
-    register(pool, me, lease_ms).await.map(|()| false)
+    Ok(r)
+}
+
+/// Marks `ids` as dropped from the live set by `by` (before routing their users elsewhere).
+pub(crate) async fn mark_evicted(pool: &Pool, ids: &[&str], by: &str) -> Result<(), ClusterError> {
+    for id in ids {
+        let _: Option<String> = pool
+            .set(
+                evicted_key(id),
+                by,
+                Some(Expiration::PX(EVICTED_TTL_MS)),
+                None,
+                false,
+            )
+            .await
+            .map_err(redis)?;
+    }
+    Ok(())
 }
 
 /// The nodes holding a lease now, by id.

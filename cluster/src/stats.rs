@@ -1,5 +1,5 @@
 //! The cluster's metrics: live nodes, messages sent to and received from each peer node,
-//! cross-node delivery latency (sender's wall clock to hand-off here; meaningful when the
+//! inbox backlog, evictions, cross-node delivery latency (sender's wall clock to hand-off here; meaningful when the
 //! nodes' clocks are synchronised, e.g. NTP), inbox entries refused, reclaimed.
 //! Label values are node ids (a small, operator-chosen set).
 
@@ -28,6 +28,8 @@ pub struct ClusterStats {
     reclaimed: AtomicU64,
     send_errors: AtomicU64,
     lease_lost: AtomicU64,
+    evicted: AtomicU64,
+    inbox: AtomicU64,
     latency_ms: AtomicHistogram,
 }
 
@@ -40,6 +42,8 @@ impl Default for ClusterStats {
             reclaimed: AtomicU64::new(0),
             send_errors: AtomicU64::new(0),
             lease_lost: AtomicU64::new(0),
+            evicted: AtomicU64::new(0),
+            inbox: AtomicU64::new(0),
             latency_ms: AtomicHistogram::new(LATENCY_MS),
         }
     }
@@ -80,6 +84,14 @@ impl ClusterStats {
         self.lease_lost.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn evicted(&self) {
+        self.evicted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_inbox(&self, entries: u64) {
+        self.inbox.store(entries, Ordering::Relaxed);
+    }
+
     pub(crate) fn set_live(&self, n: usize) {
         self.live.store(n as i64, Ordering::Relaxed);
     }
@@ -112,6 +124,13 @@ impl Collector for ClusterMetrics {
         g.encode(e.encode_descriptor(
             "im_cluster_live_nodes",
             "Nodes holding a lease, as this node last saw them (itself included).",
+            None,
+            g.metric_type(),
+        )?)?;
+        let g = ConstGauge::new(s.inbox.load(Ordering::Relaxed) as i64);
+        g.encode(e.encode_descriptor(
+            "im_cluster_inbox_entries",
+            "Entries in this node's inbox not yet handed to its shards (the inbox lag), as of the last lease renewal.",
             None,
             g.metric_type(),
         )?)?;
@@ -153,6 +172,11 @@ impl Collector for ClusterMetrics {
                 "im_cluster_lease_lost",
                 "Times this node found its lease lapsed and took it again.",
                 &s.lease_lost,
+            ),
+            (
+                "im_cluster_evicted",
+                "Times this node learned the others had counted it dead (it then closed its sessions so their clients collect what was stored meanwhile).",
+                &s.evicted,
             ),
         ] {
             let c = ConstCounter::new(v.load(Ordering::Relaxed));

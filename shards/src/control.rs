@@ -105,6 +105,12 @@ impl ControlHandle {
         self.mesh.try_send_external(shard, Mail::Nodes(map)).is_ok()
     }
 
+    /// Tells shard `shard` that the other nodes counted this one dead for a while, so it
+    /// closes every session; `false` when its queue is full.
+    pub fn evicted(&self, shard: usize) -> bool {
+        self.mesh.try_send_external(shard, Mail::Evicted).is_ok()
+    }
+
     /// Shards of this process.
     pub fn shards(&self) -> usize {
         self.mesh.shards()

@@ -1,7 +1,9 @@
 //! The engine in a cluster (`route::nodes`): a message for a user whose home is another
 //! node is forwarded there instead of being delivered or stored here, a group batch sends
 //! one batch per home node, and when the live set changes the sessions of users whose home
-//! moved away are closed (their clients reconnect and are relayed to the new home).
+//! moved away are closed (their clients reconnect and are relayed to the new home). When
+//! the other nodes counted this one dead for a while, every session here is closed: what
+//! they sent its users meanwhile waits in the offline store, collected at the next login.
 
 use std::sync::Arc;
 
@@ -22,6 +24,16 @@ impl Engine {
             .collect();
         self.nodes = Some(map);
         for c in moved {
+            self.close(c, CloseReason::Rehomed);
+        }
+    }
+
+    /// The other nodes counted this node dead for a while (its lease lapsed) and stored
+    /// what they had for its users offline: every session is closed with DISCONNECT, so
+    /// its client logs in again and the login drain collects those messages.
+    pub(super) fn evicted(&mut self) {
+        let all: Vec<ConnId> = self.sessions.keys().copied().collect();
+        for c in all {
             self.close(c, CloseReason::Rehomed);
         }
     }

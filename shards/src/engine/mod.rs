@@ -133,7 +133,8 @@ pub enum CloseReason {
     SlowConsumer,
     WriteFailed,
     Shutdown,
-    /// The user's home moved to another node (the cluster's live set changed).
+    /// The user's home moved to another node (the cluster's live set changed), or the
+    /// other nodes counted this one dead for a while.
     Rehomed,
 }
 
@@ -272,6 +273,9 @@ pub enum Event<'a> {
     /// The cluster's live set changed: from now on messages for users whose home is
     /// another node are forwarded there, and sessions of such users here are closed.
     Nodes(Arc<NodeMap>),
+    /// The other nodes counted this one dead for a while: close every session (see
+    /// `cluster::evicted`).
+    Evicted,
 }
 
 /// What the driver is asked to do.
@@ -423,6 +427,7 @@ impl Engine {
             Event::FanoutStep => self.fanout_step(),
             Event::Shutdown => self.shutdown(),
             Event::Nodes(map) => self.set_nodes(map),
+            Event::Evicted => self.evicted(),
         }
         std::mem::swap(&mut self.out, actions);
     }

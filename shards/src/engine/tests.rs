@@ -313,3 +313,71 @@ fn invalid_input_closes_after_the_reads_publishes_are_committed() {
         "user 20 is offline"
     );
 }
+
+/// A live set of `n1` (this node) and `n2`, a user homed here and one homed on `n2`.
+fn two_nodes() -> (Arc<crate::route::nodes::NodeMap>, u32, u32) {
+    use crate::route::nodes::{Node, NodeMap};
+    let addr = "127.0.0.1:1".parse().expect("address");
+    let map =
+        NodeMap::new("n1", vec![Node::new("n1", addr), Node::new("n2", addr)]).expect("n1 is live");
+    let here = (1..)
+        .find(|u| map.remote_home(*u).is_none())
+        .expect("a uid");
+    let there = (1..)
+        .find(|u| map.remote_home(*u).is_some())
+        .expect("a uid");
+    (Arc::new(map), here, there)
+}
+
+#[test]
+fn a_new_live_set_forwards_and_closes_the_sessions_whose_home_moved() {
+    let (map, here, there) = two_nodes();
+    let mut h = harness(|c| c.delivery.persist = Persist::OnFailure);
+    h.open(1, here);
+    h.open(2, there);
+    h.deliver(there, &push_frame(9, 1), None);
+    let a = h.on(Event::Nodes(map));
+    assert_eq!(written(&a, 2), vec![cmd::DISCONNECT, 0], "its home moved");
+    assert!(
+        a.iter()
+            .any(|x| matches!(x, Action::Store { msgs } if msgs[0].0 == there)),
+        "the unacked push is stored: {a:?}"
+    );
+    assert!(h.e.is_open(1) && !h.e.is_open(2));
+    let a = h.deliver(there, &push_frame(9, 2), None);
+    assert!(
+        a.iter()
+            .any(|x| matches!(x, Action::Forward { node, .. } if &**node == "n2")),
+        "{a:?}"
+    );
+    let a = h.deliver(here, &push_frame(9, 3), None);
+    assert_eq!(written(&a, 1), vec![cmd::PUBLISH], "still delivered here");
+}
+
+#[test]
+fn a_node_counted_dead_closes_every_session_and_keeps_their_pushes() {
+    let (map, here, _) = two_nodes();
+    let mut h = harness(|c| {
+        c.delivery.persist = Persist::OnFailure;
+        c.session.duplicate_login = DuplicateLogin::Multi;
+        c.session.max_devices = 2;
+    });
+    h.on(Event::Nodes(map));
+    h.open(1, here);
+    h.open(2, here);
+    let f = push_frame(9, 1);
+    h.deliver(here, &f, None);
+    let a = h.on(Event::Evicted);
+    assert_eq!(written(&a, 1), vec![cmd::DISCONNECT, 0]);
+    assert_eq!(written(&a, 2), vec![cmd::DISCONNECT, 0]);
+    assert_eq!(
+        a.iter()
+            .filter(|x| matches!(x, Action::Store { msgs } if msgs.iter().all(|m| m.1 == f)))
+            .count(),
+        1,
+        "the user's unacked push is stored once for its two devices: {a:?}"
+    );
+    assert!(!h.e.is_open(1) && !h.e.is_open(2));
+    let (c1, c2) = (h.open(3, here), h.open(4, here));
+    assert!(h.e.is_open(3) && h.e.is_open(4), "{c1:?} {c2:?}");
+}

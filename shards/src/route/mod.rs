@@ -27,6 +27,8 @@ pub(crate) enum Mail {
     Control(Request),
     /// The cluster's live set changed (from the cluster link).
     Nodes(Arc<NodeMap>),
+    /// The other nodes counted this one dead for a while (from the cluster link).
+    Evicted,
 }
 
 /// A request from the control plane, answered over a oneshot channel any executor can await.

@@ -393,6 +393,7 @@ impl Shard {
             Mail::Handoff(h) => self.attach(h),
             Mail::Control(r) => self.handle_control(r),
             Mail::Nodes(map) => self.feed(t, Event::Nodes(map)),
+            Mail::Evicted => self.feed(t, Event::Evicted),
         }
     }
 
