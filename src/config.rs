@@ -149,6 +149,7 @@ impl Config {
             } else {
                 0
             },
+            weight: c.weight,
             instance: format!("{:x}-{}", std::process::id(), im_storage::now_ms()),
         }
     }

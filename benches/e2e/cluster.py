@@ -3,18 +3,22 @@
 same shared stores (Redis offline store and groups, one `redis-server` started here with
 no persistence): one node with `[cluster]` off, or three nodes (`n1`..`n3`, 1 shard each,
 so the three together have as many shard threads as the single node's 2 plus one) with it
-on. `loadgen p2p` flat out over TCP (50 pairs, window 32, 8 s); with three nodes it spreads
-users over them two ways: `--targets` (each user to a node in turn, so about two thirds
-of the clients land on a node that is not their home and are relayed there) and
-`--targets --connect-home` (each user asks the token endpoint for its home and connects
-there, the login flow a cluster-aware client follows). Either way about two thirds of
-the messages cross nodes (their recipient's home is another node than the sender's).
+on. Three loads over TCP: 1:1 flat out (50 pairs, window 32), 1:1 at a fixed 10,000 msg/s
+(50 pairs, 100 msg/s per sender) and group fan-out flat out (10 groups of 30, window 4).
+With three nodes users are spread two ways: `--targets` (each user to a node in turn, so
+about two thirds of the clients land on a node that is not their home and are relayed
+there) and `--targets --connect-home` (each user asks the token endpoint for its home and
+connects there, the login flow a cluster-aware client follows). Either way about two
+thirds of the messages cross nodes; loadgen (which asks every user's home) splits their
+latency into same-node and cross-node.
 
 On a 2-core machine three nodes cannot add capacity: what this measures is the cost of
 crossing nodes — server CPU per delivery (all server processes plus redis-server) and Redis
-commands per delivery. Writes benches/CLUSTER.md.
+commands per delivery. Writes benches/CLUSTER.md (or the file named by CLUSTER_MD, which
+`benches/e2e/run` folds into RESULTS.md).
 
-    benches/e2e/cluster.py        # ROUNDS=2; about 2 minutes
+    benches/e2e/cluster.py                    # ROUNDS=2 DURATION=8s; about 4 minutes
+    ROUNDS=1 DURATION=5s benches/e2e/cluster.py
 """
 import json
 import os
@@ -28,8 +32,15 @@ import urllib.request
 from harness import REL, ROOT, cpu_seconds, start_imserver
 
 ROUNDS = int(os.environ.get("ROUNDS", "2"))
+DURATION = os.environ.get("DURATION", "8s")
+OUT = os.environ.get("CLUSTER_MD", os.path.join(ROOT, "benches/CLUSTER.md"))
 REDIS_PORT = 29379
-LOAD = ["--pairs", "50", "--window", "32"]
+LOADS = {
+    "1:1 flat out": ["p2p", "--pairs", "50", "--window", "32"],
+    "1:1 at 10,000 msg/s": ["p2p", "--pairs", "50", "--rate", "100", "--window", "32"],
+    "group fan-out flat out": ["group", "--groups", "10", "--members", "30", "--rate", "0", "--window", "4"],
+}
+SETUPS = ("1 node", "3 nodes, relayed", "3 nodes, connect home")
 
 
 def redis_cli(*args):
@@ -52,7 +63,7 @@ def metric(port, name):
     return total
 
 
-def once(setup, base, redis_pid):
+def once(setup, load, base, redis_pid):
     nodes = 1 if setup == "1 node" else 3
     env = {"IMSERVER_STORAGE__BACKEND": "redis", "IMSERVER_GROUPS__BACKEND": "redis",
            "IMSERVER_REDIS__PORT": str(REDIS_PORT)}
@@ -82,7 +93,7 @@ def once(setup, base, redis_pid):
         cpu0 = sum(cpu_seconds(p.pid) for p in procs) + cpu_seconds(redis_pid)
         cmd0, t0 = redis_commands(), time.time()
         p = subprocess.run([f"{REL}/loadgen", *target, "--admin-url", f"http://127.0.0.1:{ports[0][1]}", "--json",
-                            "--quiet", "--duration", "8s", "--uid-base", str(base), "p2p", *LOAD],
+                            "--quiet", "--duration", DURATION, "--uid-base", str(base), *LOADS[load]],
                            capture_output=True, text=True, timeout=120)
         t1 = time.time()
         cpu1 = sum(cpu_seconds(p_.pid) for p_ in procs) + cpu_seconds(redis_pid)
@@ -100,8 +111,13 @@ def once(setup, base, redis_pid):
         sys.exit(f"loadgen failed: {p.stdout[-1500:]} {p.stderr[-1500:]}")
     r = json.loads(p.stdout)
     delivered = r["throughput"] * (t1 - t0)
+    split = {}
+    for k in ("same_node", "cross_node"):
+        lat = r.get(f"{k}_latency_us") or {}
+        split[k] = f"{lat['p50']:,} / {lat['p99']:,}" if lat.get("count") else "—"
     return {
         "rate": r["throughput"], "p50": r["latency_us"]["p50"], "p99": r["latency_us"]["p99"],
+        "same": split["same_node"], "cross": split["cross_node"],
         "cores": (cpu1 - cpu0) / (t1 - t0), "cpu_us": (cpu1 - cpu0) * 1e6 / max(delivered, 1),
         "redis_per": cmds / max(delivered, 1), "forwarded": forwarded / max(delivered, 1), "relayed": relayed,
         "lost": r.get("lost", 0), "dup": r.get("duplicated", 0),
@@ -114,48 +130,54 @@ def main():
     redis = subprocess.Popen(["redis-server", "--port", str(REDIS_PORT), "--save", "", "--appendonly", "no",
                               "--dir", rdir], stdout=subprocess.DEVNULL)
     time.sleep(0.5)
-    setups = ("1 node", "3 nodes, relayed", "3 nodes, connect home")
-    res = {s: [] for s in setups}
+    res = {(s, l): [] for s in SETUPS for l in LOADS}
     base = 500_000
     try:
         for r in range(ROUNDS):
-            for n in (setups if r % 2 == 0 else tuple(reversed(setups))):
-                base += 1000
-                redis_cli("FLUSHALL")
-                x = once(n, base, redis.pid)
-                res[n].append(x)
-                print(f"round {r + 1}, {n}: {x['rate']:,.0f}/s, {x['cores']:.2f} cores, "
-                      f"{x['cpu_us']:.2f} us CPU/delivery, {x['redis_per']:.3f} Redis commands/delivery, "
-                      f"forwarded {x['forwarded']:.2f}/delivery, lost {x['lost']}", flush=True)
+            for load in LOADS:
+                for n in (SETUPS if r % 2 == 0 else tuple(reversed(SETUPS))):
+                    base += 1000
+                    redis_cli("FLUSHALL")
+                    x = once(n, load, base, redis.pid)
+                    res[(n, load)].append(x)
+                    print(f"round {r + 1}, {load}, {n}: {x['rate']:,.0f}/s, {x['cores']:.2f} cores, "
+                          f"{x['cpu_us']:.2f} us CPU/delivery, {x['redis_per']:.3f} Redis commands/delivery, "
+                          f"same-node p50/p99 {x['same']} us, cross-node {x['cross']} us, lost {x['lost']}", flush=True)
     finally:
         redis.terminate()
         redis.wait(timeout=10)
         shutil.rmtree(rdir, ignore_errors=True)
     med = lambda v: sorted(v)[len(v) // 2]
-    one = med([x["cpu_us"] for x in res["1 node"]])
     out = ["# One node and three, side by side", "",
            f"Written by `benches/e2e/cluster.py` on {time.strftime('%Y-%m-%d')} ({os.cpu_count()} cores, shared "
            "and noisy; loadgen and redis-server share them). Same stores both ways (Redis offline store and groups); "
-           "one node with 2 shards, or three clustered nodes with 1 shard each; `loadgen p2p` flat out over TCP "
-           "(50 pairs, window 32, 8 s); with three nodes the users are spread with `--targets` (relayed: most "
+           "one node with 2 shards, or three clustered nodes with 1 shard each; `loadgen` over TCP, "
+           f"{DURATION} per run; with three nodes the users are spread with `--targets` (relayed: most "
            "clients land on a node that is not their home) or go to their home (`--connect-home`). "
-           f"{ROUNDS} rounds, alternating. Server CPU is every imserver process plus redis-server. Each cell: one "
-           "value per round.", "",
-           "| setup | deliveries/s | p50 µs | p99 µs | server + Redis cores | CPU µs per delivery | vs one node | "
-           "Redis commands per delivery | forwarded per delivery | relayed logins | lost |",
-           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for n in setups:
-        v = res[n]
-        j = lambda k, f: " / ".join(f.format(x[k]) for x in v)
-        out.append(f"| {n} | {j('rate', '{:,.0f}')} | {j('p50', '{}')} | {j('p99', '{}')} | {j('cores', '{:.2f}')} | "
-                   f"{j('cpu_us', '{:.2f}')} | {med([x['cpu_us'] for x in v]) / one:.2f}× | "
-                   f"{j('redis_per', '{:.3f}')} | {j('forwarded', '{:.2f}')} | {j('relayed', '{:.0f}')} | "
-                   f"{j('lost', '{}')} |")
-    out += ["", "\"vs one node\" is the median CPU per delivery against the single node's (the cost of crossing "
-            "nodes: the XADD, XREADGROUP, XACK and XDEL shares, the entry encoding, the relay of clients "
-            "connected to another node than their home). Redis commands per delivery include the leases and "
-            "the idle inbox reads.", ""]
-    open(os.path.join(ROOT, "benches/CLUSTER.md"), "w").write("\n".join(out))
+           f"{ROUNDS} round(s), alternating. Server CPU is every imserver process plus redis-server. Each cell: one "
+           "value per round (latency pairs: one per round, separated by ·). Same-node and cross-node latency: p50 / p99 µs of the deliveries whose sender and "
+           "receiver have the same home node, and of those that cross nodes.", ""]
+    for load in LOADS:
+        one = med([x["cpu_us"] for x in res[("1 node", load)]])
+        out += [f"## {load}", "", f"`loadgen {' '.join(LOADS[load])}`", "",
+                "| setup | deliveries/s | p50 µs | p99 µs | same-node p50 / p99 µs | cross-node p50 / p99 µs | "
+                "server + Redis cores | CPU µs per delivery | vs one node | Redis commands per delivery | "
+                "forwarded per delivery | relayed logins | lost |",
+                "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for n in SETUPS:
+            v = res[(n, load)]
+            j = lambda k, f: " / ".join(f.format(x[k]) for x in v)
+            out.append(f"| {n} | {j('rate', '{:,.0f}')} | {j('p50', '{}')} | {j('p99', '{}')} | "
+                       f"{' · '.join(x['same'] for x in v)} | {' · '.join(x['cross'] for x in v)} | {j('cores', '{:.2f}')} | "
+                       f"{j('cpu_us', '{:.2f}')} | {med([x['cpu_us'] for x in v]) / one:.2f}× | "
+                       f"{j('redis_per', '{:.3f}')} | {j('forwarded', '{:.2f}')} | {j('relayed', '{:.0f}')} | "
+                       f"{j('lost', '{}')} |")
+        out.append("")
+    out += ["\"vs one node\" is the median CPU per delivery against the single node's in the same load (the cost "
+            "of crossing nodes: the XADD, XREADGROUP, XACK and XDEL shares, the entry encoding, the relay of "
+            "clients connected to another node than their home). Redis commands per delivery include the leases, "
+            "the idle inbox reads and (group) the member lookups.", ""]
+    open(OUT, "w").write("\n".join(out))
     print("\n".join(out))
 
 

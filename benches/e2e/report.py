@@ -153,6 +153,18 @@ if r:
       f"{r['delivered']:,} delivered in {r['elapsed_s']:.2f} s, checks {checks(r)} |")
 w("")
 
+# One node and three (benches/e2e/cluster.py, run by the same script), folded in as a section.
+try:
+    lines = open(os.path.join(res_dir, "cluster.md")).read().splitlines()
+    w("## Cluster: one node and three clustered nodes")
+    for line in lines[1:]:
+        w("#" + line if line.startswith("## ") else line)
+except OSError:
+    w("## Cluster")
+    w("")
+    w("Not run (`benches/e2e/cluster.py` failed or was not reached).")
+    w("")
+
 # Criterion micro-benchmarks, from target/criterion/<group>/<bench>/new/{estimates,benchmark}.json.
 MICRO = [
     ("codec/encode_publish_64B", "encode a 64-byte PUBLISH with its length prefix", 1),

@@ -22,6 +22,10 @@ pub struct ClusterConfig {
     pub lease_ms: u64,
     /// Messages queued for other nodes before the shards store further ones offline.
     pub outbox_capacity: usize,
+    /// This node's share of the users relative to the others' (1 to 10,000): a node with
+    /// twice the cores and memory of the others takes weight 2 and is home to twice as
+    /// many users. Changing it moves users (their sessions reconnect).
+    pub weight: u32,
 }
 
 impl Default for ClusterConfig {
@@ -36,6 +40,7 @@ impl Default for ClusterConfig {
             advertise_tls_tcp_port: None,
             lease_ms: 3000,
             outbox_capacity: 65_536,
+            weight: 1,
         }
     }
 }
@@ -61,6 +66,9 @@ impl ClusterConfig {
         if self.lease_ms < 300 {
             return Err("cluster.lease_ms must be at least 300".into());
         }
+        if !(1..=10_000).contains(&self.weight) {
+            return Err("cluster.weight must be 1 to 10000".into());
+        }
         if self.outbox_capacity == 0 {
             return Err("cluster.outbox_capacity must be at least 1".into());
         }
@@ -80,9 +88,16 @@ pub struct NodeInfo {
     pub wss_port: u16,
     pub wss_path: String,
     pub tls_tcp_port: u16,
+    /// `cluster.weight` (1 when a node did not say).
+    #[serde(default = "one")]
+    pub weight: u32,
     /// A random value of this process: tells a node's own lease from another process
     /// that registered the same id.
     pub instance: String,
+}
+
+fn one() -> u32 {
+    1
 }
 
 impl NodeInfo {
@@ -93,5 +108,28 @@ impl NodeInfo {
             .to_socket_addrs()
             .ok()?
             .next()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weights_outside_1_to_10000_are_refused_and_an_absent_weight_reads_as_1() {
+        let mut c = ClusterConfig {
+            node_id: "n1".into(),
+            ..Default::default()
+        };
+        assert_eq!(c.validate(), Ok(()));
+        for (w, ok) in [(0, false), (1, true), (10_000, true), (10_001, false)] {
+            c.weight = w;
+            assert_eq!(c.validate().is_ok(), ok, "weight {w}");
+        }
+        let old = r#"{"id":"n1","host":"h","tcp_port":1,"ws_port":2,"ws_path":"/ws","wss_port":0,
+            "wss_path":"/wss","tls_tcp_port":0,"instance":"x"}"#;
+        let info: NodeInfo =
+            serde_json::from_str(old).expect("a node that does not say its weight");
+        assert_eq!(info.weight, 1);
     }
 }

@@ -175,7 +175,7 @@ pub(crate) fn node_map(me: &str, live: &BTreeMap<String, NodeInfo>) -> Option<Ar
     let nodes = live
         .values()
         .filter_map(|n| match n.relay_addr() {
-            Some(a) => Some(Node::new(&n.id, a)),
+            Some(a) => Some(Node::new(&n.id, a).with_weight(n.weight)),
             None => {
                 tracing::warn!(node = %n.id, host = %n.host, "cannot resolve a node's address");
                 None

@@ -35,8 +35,11 @@ pub enum Framing {
 pub struct Endpoint {
     /// Where connection `n` goes: `addrs[n % len]` (one address unless `--targets`).
     pub addrs: Arc<Vec<SocketAddrV4>>,
-    /// `--connect-home`: asks the token endpoint for each user's home node instead.
+    /// Cluster runs (`--targets` or `--connect-home`): users' home nodes, asked of the token
+    /// endpoint, to split delivery latency into same-node and cross-node.
     pub homes: Option<Arc<Homes>>,
+    /// `--connect-home`: each user connects to its home instead of `addrs`.
+    pub connect_home: bool,
     pub framing: Framing,
     /// `Some` for WebSocket: the path of the upgrade request.
     pub ws_path: Option<String>,
@@ -80,12 +83,19 @@ pub struct Framer {
 impl Endpoint {
     /// The address connection `n` (a uid) goes to.
     pub fn addr(&self, n: usize) -> SocketAddrV4 {
-        if let Some(h) = &self.homes {
+        if let Some(h) = self.homes.as_ref().filter(|_| self.connect_home) {
             if let Some(a) = h.home(n as u32) {
                 return a;
             }
         }
         self.addrs[n % self.addrs.len().max(1)]
+    }
+
+    /// Cluster runs: whether messages from `from` to `to` cross nodes (`None` when homes
+    /// are unknown).
+    pub fn crosses(&self, from: u32, to: u32) -> Option<bool> {
+        let h = self.homes.as_ref()?;
+        Some(h.home(from)? != h.home(to)?)
     }
 }
 
@@ -106,7 +116,7 @@ impl Homes {
         }
     }
 
-    fn home(&self, uid: u32) -> Option<SocketAddrV4> {
+    pub fn home(&self, uid: u32) -> Option<SocketAddrV4> {
         let cached = self.cache.lock().ok()?.get(&uid).copied();
         if cached.is_some() {
             return cached;

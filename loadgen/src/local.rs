@@ -41,6 +41,10 @@ pub struct Hists {
     pub fanout: Histogram<u64>,
     /// Connect → logged in.
     pub connect: Histogram<u64>,
+    /// Cluster (users' homes known): [`Hists::delivery`] split by whether the sender's and
+    /// the receiver's home node are the same.
+    pub same_node: Histogram<u64>,
+    pub cross_node: Histogram<u64>,
 }
 
 pub fn histogram() -> Histogram<u64> {
@@ -54,6 +58,8 @@ impl Default for Hists {
             delivery: histogram(),
             fanout: histogram(),
             connect: histogram(),
+            same_node: histogram(),
+            cross_node: histogram(),
         }
     }
 }
@@ -78,6 +84,8 @@ pub struct Local {
     pub errors: RefCell<BTreeMap<String, u64>>,
     pub checks: RefCell<Checks>,
     streams: RefCell<HashMap<(u32, u32), StreamCheck>>,
+    /// Cluster: per (receiver, stream), whether it crosses nodes (sender homed elsewhere).
+    crosses: RefCell<HashMap<(u32, u32), bool>>,
     acked: RefCell<HashMap<u32, u32>>,
     /// Group streams: receivers per message.
     fanout_size: RefCell<HashMap<u32, u32>>,
@@ -100,6 +108,7 @@ impl Local {
             errors: RefCell::new(BTreeMap::new()),
             checks: RefCell::new(Checks::default()),
             streams: RefCell::new(HashMap::new()),
+            crosses: RefCell::new(HashMap::new()),
             acked: RefCell::new(HashMap::new()),
             fanout_size: RefCell::new(HashMap::new()),
             fanout_left: RefCell::new(HashMap::new()),
@@ -115,6 +124,11 @@ impl Local {
         self.streams
             .borrow_mut()
             .insert((receiver, stream), StreamCheck::default());
+    }
+
+    /// Cluster: `stream` reaches `receiver` across nodes (`cross`) or on one node.
+    pub fn placement(&self, receiver: u32, stream: u32, cross: bool) {
+        self.crosses.borrow_mut().insert((receiver, stream), cross);
     }
 
     /// `stream` is a group stream with `receivers` members besides its sender.
@@ -174,7 +188,18 @@ impl Local {
     fn delivered(&self, receiver: u32, s: Stamp) {
         let now = now_us();
         let lat = now.saturating_sub(s.t_us).max(1);
-        let _ = self.hists.borrow_mut().delivery.record(lat);
+        {
+            let mut h = self.hists.borrow_mut();
+            let _ = h.delivery.record(lat);
+            let crosses = self.crosses.borrow();
+            if !crosses.is_empty() {
+                match crosses.get(&(receiver, s.stream)) {
+                    Some(true) => drop(h.cross_node.record(lat)),
+                    Some(false) => drop(h.same_node.record(lat)),
+                    None => {}
+                }
+            }
+        }
         Counters::add(&self.counters.delivered, 1);
         self.last_delivery_us.set(now);
         let verdict = match self.streams.borrow_mut().get_mut(&(receiver, s.stream)) {

@@ -200,7 +200,7 @@ fn endpoint(c: &Common) -> anyhow::Result<Endpoint> {
         c.targets.clone()
     };
     let loopback = addrs.iter().all(|a| a.ip().is_loopback());
-    let homes = c.connect_home.then(|| {
+    let homes = (c.connect_home || c.targets.len() > 1).then(|| {
         Arc::new(conn::Homes::new(
             c.admin_url.clone(),
             c.admin_secret.clone(),
@@ -208,6 +208,7 @@ fn endpoint(c: &Common) -> anyhow::Result<Endpoint> {
     });
     Ok(Endpoint {
         homes,
+        connect_home: c.connect_home,
         addrs: Arc::new(addrs),
         framing,
         ws_path: ws.then(|| c.ws_path()),

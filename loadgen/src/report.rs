@@ -79,6 +79,10 @@ pub struct Report {
     pub latency_us: Summary,
     pub fanout_latency_us: Summary,
     pub connect_latency_us: Summary,
+    /// Cluster runs (users' homes known): delivery latency when the sender and the receiver
+    /// have the same home node, and when they do not.
+    pub same_node_latency_us: Summary,
+    pub cross_node_latency_us: Summary,
     /// Delivery latency at fixed quantiles, `[quantile, µs]`, for plotting a CDF.
     pub latency_cdf_us: Vec<(f64, u64)>,
     pub errors: BTreeMap<String, u64>,
@@ -120,6 +124,8 @@ impl Report {
             let _ = hists.delivery.add(&r.hists.delivery);
             let _ = hists.fanout.add(&r.hists.fanout);
             let _ = hists.connect.add(&r.hists.connect);
+            let _ = hists.same_node.add(&r.hists.same_node);
+            let _ = hists.cross_node.add(&r.hists.cross_node);
             for (k, v) in r.errors {
                 *errors.entry(k).or_default() += v;
             }
@@ -165,6 +171,8 @@ impl Report {
             latency_us: Summary::of(&hists.delivery),
             fanout_latency_us: Summary::of(&hists.fanout),
             connect_latency_us: Summary::of(&hists.connect),
+            same_node_latency_us: Summary::of(&hists.same_node),
+            cross_node_latency_us: Summary::of(&hists.cross_node),
             latency_cdf_us: cdf(&hists.delivery),
             errors,
             extra,
@@ -210,6 +218,8 @@ impl Report {
             ("delivery", &self.latency_us),
             ("fan-out (last member)", &self.fanout_latency_us),
             ("connect+auth", &self.connect_latency_us),
+            ("delivery, same node", &self.same_node_latency_us),
+            ("delivery, cross-node", &self.cross_node_latency_us),
         ] {
             if h.count > 0 {
                 let _ = writeln!(

@@ -241,7 +241,13 @@ impl Server {
             .env("IMSERVER_CONTROL__ADMIN_SECRET", ADMIN)
             .env("IMSERVER_RUNTIME__PIN_CORES", "false")
             .env("IMSERVER_SESSION__CLOSE_LINGER_MS", "200")
-            .env("RUST_LOG", "warn")
+            // TEST_SERVER_LOG=debug shows the servers' logs when a test needs a look inside.
+            .env(
+                "RUST_LOG",
+                std::env::var("TEST_SERVER_LOG")
+                    .as_deref()
+                    .unwrap_or("warn"),
+            )
             .envs(self.env.iter().map(|(a, b)| (a.as_str(), b.as_str())))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());

@@ -42,6 +42,9 @@ pub async fn run(t: usize, ctx: Arc<Ctx>, local: Rc<Local>, a: Group) -> BTreeMa
                 });
             } else {
                 local.expect(u, g);
+                if let Some(cross) = ctx.ep.crosses(uids[0], u) {
+                    local.placement(u, g, cross);
+                }
             }
         }
     }

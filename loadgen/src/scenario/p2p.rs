@@ -41,8 +41,11 @@ pub async fn run(t: usize, ctx: Arc<Ctx>, local: Rc<Local>, a: P2p) -> BTreeMap<
             streams.push((ub, ua, 2 * p + 1));
         }
     }
-    for &(_, to, stream) in &streams {
+    for &(from, to, stream) in &streams {
         local.expect(to, stream);
+        if let Some(cross) = ctx.ep.crosses(from, to) {
+            local.placement(to, stream, cross);
+        }
     }
     let senders = streams
         .iter()

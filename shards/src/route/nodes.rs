@@ -4,7 +4,9 @@
 //! In a cluster every user has one **home node**, chosen by rendezvous (highest random
 //! weight) hashing of the uid over the live nodes: every node computes the same answer from
 //! the same live set, no table is stored anywhere, and when a node joins or leaves only the
-//! users whose home it is (or becomes) move. A user's sessions, unacked pushes, dedupe
+//! users whose home it is (or becomes) move. A node's `weight` (its capacity: twice the
+//! weight, twice the users) scales its share; with equal weights the comparison is on the
+//! integer hashes alone. A user's sessions, unacked pushes, dedupe
 //! window and offline drain live on its home node exactly as they live on its owner shard
 //! inside one node; a client that connects elsewhere is relayed there (`net::relay`).
 //!
@@ -23,6 +25,8 @@ pub struct Node {
     /// Plain TCP address other nodes relay clients to (its advertised host and TCP port).
     pub relay: SocketAddr,
     seed: u64,
+    /// Its share of users relative to the others' (`cluster.weight`, at least 1).
+    weight: u32,
 }
 
 impl Node {
@@ -31,7 +35,14 @@ impl Node {
             id: Arc::from(id),
             relay,
             seed: fnv1a(id.as_bytes()),
+            weight: 1,
         }
+    }
+
+    /// The same node with `weight` (0 counts as 1).
+    pub fn with_weight(mut self, weight: u32) -> Node {
+        self.weight = weight.max(1);
+        self
     }
 }
 
@@ -41,6 +52,8 @@ pub struct NodeMap {
     /// Sorted by id.
     nodes: Vec<Node>,
     me: usize,
+    /// Every node has the same weight: homes compare the integer hashes.
+    equal: bool,
 }
 
 impl NodeMap {
@@ -49,20 +62,36 @@ impl NodeMap {
         nodes.sort_by(|a, b| a.id.cmp(&b.id));
         nodes.dedup_by(|a, b| a.id == b.id);
         let me = nodes.iter().position(|n| &*n.id == me)?;
-        Some(NodeMap { nodes, me })
+        let equal = nodes.windows(2).all(|w| w[0].weight == w[1].weight);
+        Some(NodeMap { nodes, me, equal })
     }
 
-    /// The home node of `uid`: the node with the highest weight `mix(seed(node) ^ uid)`.
+    /// The home node of `uid`: the node with the highest score, `h = mix(seed(node) ^ uid)`
+    /// itself when the weights are equal, else `-weight / ln(h / 2^64)` (weighted
+    /// rendezvous hashing: a node's share is its weight over the sum).
     pub fn home(&self, uid: u32) -> &Node {
         &self.nodes[self.home_index(uid)]
     }
 
     fn home_index(&self, uid: u32) -> usize {
-        let mut best = (0u64, 0usize);
+        if self.equal {
+            let mut best = (0u64, 0usize);
+            for (i, n) in self.nodes.iter().enumerate() {
+                let h = mix(n.seed ^ u64::from(uid));
+                if i == 0 || h > best.0 {
+                    best = (h, i);
+                }
+            }
+            return best.1;
+        }
+        let mut best = (f64::NEG_INFINITY, 0usize);
         for (i, n) in self.nodes.iter().enumerate() {
-            let w = mix(n.seed ^ u64::from(uid));
-            if i == 0 || w > best.0 {
-                best = (w, i);
+            let h = mix(n.seed ^ u64::from(uid));
+            // In (0, 1): the top 53 bits, offset by half a step.
+            let u = ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+            let score = -f64::from(n.weight) / u.ln();
+            if score > best.0 {
+                best = (score, i);
             }
         }
         best.1
@@ -128,6 +157,44 @@ mod tests {
         }
         for n in counts {
             assert!((9_000..11_000).contains(&n), "{counts:?}");
+        }
+    }
+
+    #[test]
+    fn a_heavier_node_gets_its_share_and_equal_weights_change_nothing() {
+        let addr = SocketAddr::from(([127, 0, 0, 1], 1));
+        let weighted = |ws: [u32; 3]| {
+            let nodes = ["a", "b", "c"]
+                .iter()
+                .zip(ws)
+                .map(|(id, w)| Node::new(id, addr).with_weight(w))
+                .collect();
+            NodeMap::new("a", nodes).expect("a is live")
+        };
+        let (plain, same, heavy) = (
+            map("a", &["a", "b", "c"]),
+            weighted([7; 3]),
+            weighted([1, 2, 1]),
+        );
+        let mut counts = [0usize; 3];
+        for uid in 0..40_000 {
+            assert_eq!(plain.home(uid).id, same.home(uid).id);
+            counts[heavy.home_index(uid)] += 1;
+        }
+        assert!((9_000..11_000).contains(&counts[0]), "{counts:?}");
+        assert!((19_000..21_000).contains(&counts[1]), "{counts:?}");
+        assert!((9_000..11_000).contains(&counts[2]), "{counts:?}");
+        // Weighted, too, only the leaving node's users move.
+        let two = NodeMap::new(
+            "a",
+            vec![Node::new("a", addr), Node::new("b", addr).with_weight(2)],
+        )
+        .expect("a is live");
+        for uid in 0..10_000 {
+            let before = &heavy.home(uid).id;
+            if &**before != "c" {
+                assert_eq!(before, &two.home(uid).id, "uid {uid} moved");
+            }
         }
     }
 
