@@ -19,6 +19,8 @@ commands per delivery. Writes benches/CLUSTER.md (or the file named by CLUSTER_M
 
     benches/e2e/cluster.py                    # ROUNDS=2 DURATION=8s; about 4 minutes
     ROUNDS=1 DURATION=5s benches/e2e/cluster.py
+    ONLY="10,000" SETUPS="3 nodes, connect home" BIN=/tmp/imserver-before CLUSTER_MD=/tmp/a.md \
+        benches/e2e/cluster.py                # one load, one setup, another build (A/B)
 """
 import json
 import os
@@ -41,6 +43,10 @@ LOADS = {
     "group fan-out flat out": ["group", "--groups", "10", "--members", "30", "--rate", "0", "--window", "4"],
 }
 SETUPS = ("1 node", "3 nodes, relayed", "3 nodes, connect home")
+# Narrowing for A/B runs: loads whose name contains ONLY, the SETUPS listed (separated by ";"), another binary.
+LOADS = {k: v for k, v in LOADS.items() if os.environ.get("ONLY", "") in k}
+SETUPS = tuple(s for s in SETUPS if s in os.environ.get("SETUPS", ";".join(SETUPS)).split(";"))
+BIN = os.environ.get("BIN")
 
 
 def redis_cli(*args):
@@ -76,7 +82,8 @@ def once(setup, load, base, redis_pid):
             e.update({"IMSERVER_CLUSTER__ENABLED": "true", "IMSERVER_CLUSTER__NODE_ID": f"n{i + 1}"})
         d = tempfile.mkdtemp(prefix="cluster-")
         dirs.append(d)
-        procs.append(start_imserver(d, tcp, ws, ctl, env=e, args=("--shards", "1" if nodes > 1 else "2")))
+        procs.append(start_imserver(d, tcp, ws, ctl, env=e, args=("--shards", "1" if nodes > 1 else "2"),
+                                    binary=BIN))
         ports.append((tcp, ctl))
     try:
         if nodes > 1:
@@ -158,7 +165,7 @@ def main():
            "value per round (latency pairs: one per round, separated by ·). Same-node and cross-node latency: p50 / p99 µs of the deliveries whose sender and "
            "receiver have the same home node, and of those that cross nodes.", ""]
     for load in LOADS:
-        one = med([x["cpu_us"] for x in res[("1 node", load)]])
+        one = med([x["cpu_us"] for x in res.get(("1 node", load)) or res[(SETUPS[0], load)]])
         out += [f"## {load}", "", f"`loadgen {' '.join(LOADS[load])}`", "",
                 "| setup | deliveries/s | p50 µs | p99 µs | same-node p50 / p99 µs | cross-node p50 / p99 µs | "
                 "server + Redis cores | CPU µs per delivery | vs one node | Redis commands per delivery | "

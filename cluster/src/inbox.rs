@@ -215,9 +215,20 @@ pub(crate) async fn handle(
             offer(control, r.f).await;
         }
     }
-    let acked: Result<i64, Error> = client.xack(key, GROUP, ids.clone()).await;
-    let deleted: Result<i64, Error> = client.xdel(key, ids).await;
-    if let Err(e) = acked.and(deleted) {
+    // Acknowledged and deleted in one round trip.
+    let pipeline = client.pipeline();
+    let queued: Result<(), Error> = async {
+        pipeline
+            .xack::<(), _, _, _>(key, GROUP, ids.clone())
+            .await?;
+        pipeline.xdel::<(), _, _>(key, ids).await
+    }
+    .await;
+    let done = match queued {
+        Ok(()) => pipeline.all::<(i64, i64)>().await.map(drop),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = done {
         // Handed on already: a later claim would deliver them again (at-least-once).
         tracing::warn!(key, error = %e, "could not acknowledge inbox entries");
     }
