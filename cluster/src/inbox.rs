@@ -7,10 +7,12 @@
 //! acknowledged stays pending in the group, so a node that dies holding it does not lose
 //! it: a live node claims the dead node's pending and unread entries ([`reclaim`]) and
 //! hands them on (the shards route them again over the new live set: to the recipient's
-//! new home, or to the offline store).
+//! new home, or to the offline store). An entry appended twice (the sender retried after
+//! its reply was lost) is handed on once: entries carry their sending process and a
+//! sequence number per inbox ([`Receiving`]).
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,7 +24,7 @@ use im_shards::Forward;
 use tokio::sync::mpsc;
 
 use crate::stats::ClusterStats;
-use crate::wire::{self, Record};
+use crate::wire::{self, Record, Sender};
 
 pub(crate) const INBOX_PREFIX: &str = "im_inbox:";
 pub(crate) const GROUP: &str = "im";
@@ -35,6 +37,50 @@ const BLOCK_MS: u64 = 1000;
 
 /// Entries as read: (stream id, fields).
 type Entries = Vec<(String, HashMap<String, Bytes>)>;
+
+/// What handing entries on needs: the shards, the stats, and the entries handed on lately.
+pub(crate) struct Receiving {
+    pub control: ControlHandle,
+    pub stats: Arc<ClusterStats>,
+    recent: Mutex<Recent>,
+}
+
+impl Receiving {
+    pub fn new(control: ControlHandle, stats: Arc<ClusterStats>) -> Receiving {
+        Receiving {
+            control,
+            stats,
+            recent: Mutex::new(Recent::default()),
+        }
+    }
+}
+
+/// Per (sending process, inbox), the sequence numbers of the entries handed on lately.
+#[derive(Default)]
+struct Recent(HashMap<(u64, String), BTreeSet<u64>>);
+
+/// Sequence numbers remembered per (sending process, inbox): a retried append lands right
+/// after its first copy, far inside this.
+const RECENT: usize = 1024;
+
+impl Recent {
+    /// Whether `sender`'s entry in `key` is new (remembering it). Not "above the last":
+    /// a dead node's inbox is taken over pending entries last, after newer unread ones.
+    fn first(&mut self, key: &str, sender: Sender) -> bool {
+        if self.0.len() > 4096 {
+            // Processes come and go; forgetting them risks only a duplicate.
+            self.0.clear();
+        }
+        let seen = self.0.entry((sender.instance, key.to_owned())).or_default();
+        if !seen.insert(sender.seq) {
+            return false;
+        }
+        if seen.len() > RECENT {
+            seen.pop_first();
+        }
+        true
+    }
+}
 
 pub(crate) fn inbox_key(id: &str) -> String {
     format!("{INBOX_PREFIX}{id}")
@@ -83,6 +129,14 @@ pub(crate) async fn flush_loop(
     stats: Arc<ClusterStats>,
     unsent: Arc<std::sync::atomic::AtomicUsize>,
 ) {
+    // This process, and the entries it sent each inbox.
+    let instance = {
+        use std::hash::{BuildHasher, Hasher};
+        std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish()
+    };
+    let mut seqs: HashMap<Arc<str>, u64> = HashMap::new();
     while let Some(first) = rx.recv().await {
         let mut by_node: HashMap<Arc<str>, Vec<Record>> = HashMap::new();
         let mut n = 1;
@@ -93,7 +147,14 @@ pub(crate) async fn flush_loop(
             n += 1;
         }
         for (node, records) in by_node {
-            let body = Bytes::from(wire::encode(&me, &records));
+            let seq = seqs.entry(node.clone()).or_insert(0);
+            *seq += 1;
+            let sender = Sender {
+                instance,
+                seq: *seq,
+            };
+            // A retry sends the same body: the receiver recognises it.
+            let body = Bytes::from(wire::encode(&me, sender, &records));
             let key = inbox_key(&node);
             let mut wait = Duration::from_millis(100);
             loop {
@@ -134,8 +195,7 @@ pub(crate) fn recipients(records: &[Record]) -> u64 {
 pub(crate) async fn read_loop(
     client: Client,
     me: Arc<str>,
-    control: ControlHandle,
-    stats: Arc<ClusterStats>,
+    rx: Arc<Receiving>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let key = inbox_key(&me);
@@ -149,7 +209,7 @@ pub(crate) async fn read_loop(
         if entries.is_empty() {
             break;
         }
-        handle(&client, &key, entries, &control, &stats).await;
+        handle(&client, &key, entries, &rx).await;
     }
     let mut wait = Duration::from_millis(100);
     // The blocking read's own timeout: its block time plus the usual command timeout.
@@ -166,7 +226,7 @@ pub(crate) async fn read_loop(
         match read {
             Ok(entries) => {
                 wait = Duration::from_millis(100);
-                handle(&client, &key, entries, &control, &stats).await;
+                handle(&client, &key, entries, &rx).await;
             }
             Err(e) => {
                 if e.details().contains("NOGROUP") {
@@ -181,13 +241,8 @@ pub(crate) async fn read_loop(
 }
 
 /// Hands the entries' messages to the shards, then acknowledges and deletes them.
-pub(crate) async fn handle(
-    client: &Client,
-    key: &str,
-    entries: Entries,
-    control: &ControlHandle,
-    stats: &ClusterStats,
-) {
+pub(crate) async fn handle(client: &Client, key: &str, entries: Entries, rx: &Receiving) {
+    let stats = &rx.stats;
     if entries.is_empty() {
         return;
     }
@@ -210,9 +265,25 @@ pub(crate) async fn handle(
                 continue;
             }
         };
+        if let Some(sender) = entry.sender {
+            let new = rx
+                .recent
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .first(key, sender);
+            if !new {
+                stats.duplicate();
+                tracing::debug!(
+                    key,
+                    from = entry.from,
+                    "an entry appended twice; handed on once"
+                );
+                continue;
+            }
+        }
         stats.received(&entry.from, &entry.records, now_ms);
         for r in entry.records {
-            offer(control, r.f).await;
+            offer(&rx.control, r.f).await;
         }
     }
     // Acknowledged and deleted in one round trip.
@@ -253,8 +324,7 @@ pub(crate) async fn reclaim(
     client: &Client,
     me: &str,
     dead: &str,
-    control: &ControlHandle,
-    stats: &ClusterStats,
+    rx: &Receiving,
     lease_ms: u64,
 ) -> Result<(), Error> {
     let key = inbox_key(dead);
@@ -270,17 +340,41 @@ pub(crate) async fn reclaim(
         if entries.is_empty() {
             break;
         }
-        stats.reclaimed(entries.len() as u64);
+        rx.stats.reclaimed(entries.len() as u64);
         tracing::info!(
             node = dead,
             entries = entries.len(),
             "taking over a dead node's inbox"
         );
-        handle(client, &key, entries, control, stats).await;
+        handle(client, &key, entries, rx).await;
     }
     let len: u64 = client.xlen(&key).await?;
     if len == 0 {
         let _: i64 = client.del(&key).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_seen_lately_is_a_duplicate_in_any_order() {
+        let mut r = Recent::default();
+        let s = |instance, seq| Sender { instance, seq };
+        assert!(r.first("im_inbox:a", s(1, 5)));
+        // A pending entry taken over after a newer unread one is still new.
+        assert!(r.first("im_inbox:a", s(1, 4)));
+        assert!(!r.first("im_inbox:a", s(1, 5)), "appended twice");
+        assert!(r.first("im_inbox:b", s(1, 5)), "another inbox");
+        assert!(r.first("im_inbox:a", s(2, 5)), "another process");
+        for q in 100..100 + RECENT as u64 {
+            assert!(r.first("im_inbox:a", s(1, q)));
+        }
+        // The oldest fell out of the window: seen again, it counts as new (a duplicate
+        // at worst, never a loss).
+        assert!(r.first("im_inbox:a", s(1, 4)));
+        assert!(!r.first("im_inbox:a", s(1, 100 + RECENT as u64 - 1)));
+    }
 }

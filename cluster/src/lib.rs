@@ -178,23 +178,18 @@ impl Cluster {
             self.stats.clone(),
             self.unsent.clone(),
         ))];
-        let (r, c, s, stop) = (
-            reader.clone(),
-            control.clone(),
-            self.stats.clone(),
-            self.stop.subscribe(),
-        );
+        let receiving = Arc::new(inbox::Receiving::new(control, self.stats.clone()));
+        let (r, rcv, stop) = (reader.clone(), receiving.clone(), self.stop.subscribe());
         let m = me.clone();
         *self.reader.lock().unwrap_or_else(|e| e.into_inner()) = Some(self.rt.spawn(async move {
             r.init().await.ok();
-            inbox::read_loop(r, m, c, s, stop).await;
+            inbox::read_loop(r, m, rcv, stop).await;
         }));
         tasks.push(self.rt.spawn(lease_loop(
             self.pool.clone(),
             self.me.clone(),
             self.lease_ms,
-            control,
-            self.stats.clone(),
+            receiving,
             self.live.clone(),
             self.stop.subscribe(),
         )));
@@ -268,11 +263,11 @@ async fn lease_loop(
     pool: Pool,
     me: NodeInfo,
     lease_ms: u64,
-    control: ControlHandle,
-    stats: Arc<ClusterStats>,
+    rx: Arc<inbox::Receiving>,
     live: Live,
     mut stop: watch::Receiver<bool>,
 ) {
+    let (control, stats) = (&rx.control, &rx.stats);
     let every = Duration::from_millis(lease_ms / 3);
     let claimer = pool.next().clone_new();
     claimer.init().await.ok();
@@ -292,7 +287,7 @@ async fn lease_loop(
         if close_at.is_some_and(|t| tokio::time::Instant::now() >= t) {
             close_at = None;
             tracing::warn!("closing every session: their clients log in again and collect what was stored for them while this node counted as dead");
-            tell_shards(&control, Mail::Evicted).await;
+            tell_shards(control, Mail::Evicted).await;
         }
         match membership::renew(&pool, &me, lease_ms).await {
             Ok(r) => {
@@ -354,12 +349,10 @@ async fn lease_loop(
             if let Some(map) = membership::node_map(&me.id, &now) {
                 tracing::info!(nodes = ?now.keys().collect::<Vec<_>>(), "live set changed");
                 *live.write().unwrap_or_else(|e| e.into_inner()) = (now.clone(), map.clone());
-                tell_shards(&control, Mail::Nodes(map)).await;
+                tell_shards(control, Mail::Nodes(map)).await;
             }
         }
-        if let Err(e) =
-            reclaim_dead(&claimer, &pool, &me.id, &now, &control, &stats, lease_ms).await
-        {
+        if let Err(e) = reclaim_dead(&claimer, &pool, &me.id, &now, &rx, lease_ms).await {
             tracing::warn!(error = %e, "taking over dead nodes' inboxes failed; retrying");
         }
     }
@@ -392,8 +385,7 @@ async fn reclaim_dead(
     pool: &Pool,
     me: &str,
     live: &BTreeMap<String, NodeInfo>,
-    control: &ControlHandle,
-    stats: &ClusterStats,
+    rx: &inbox::Receiving,
     lease_ms: u64,
 ) -> Result<(), Error> {
     let mut cursor = "0".to_string();
@@ -427,7 +419,7 @@ async fn reclaim_dead(
         cursor = next;
     }
     for id in dead {
-        inbox::reclaim(claimer, me, &id, control, stats, lease_ms).await?;
+        inbox::reclaim(claimer, me, &id, rx, lease_ms).await?;
     }
     Ok(())
 }

@@ -29,6 +29,7 @@ pub struct ClusterStats {
     send_errors: AtomicU64,
     lease_lost: AtomicU64,
     evicted: AtomicU64,
+    duplicates: AtomicU64,
     inbox: AtomicU64,
     latency_ms: AtomicHistogram,
 }
@@ -43,6 +44,7 @@ impl Default for ClusterStats {
             send_errors: AtomicU64::new(0),
             lease_lost: AtomicU64::new(0),
             evicted: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
             inbox: AtomicU64::new(0),
             latency_ms: AtomicHistogram::new(LATENCY_MS),
         }
@@ -86,6 +88,10 @@ impl ClusterStats {
 
     pub(crate) fn evicted(&self) {
         self.evicted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn duplicate(&self) {
+        self.duplicates.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn set_inbox(&self, entries: u64) {
@@ -177,6 +183,11 @@ impl Collector for ClusterMetrics {
                 "im_cluster_evicted",
                 "Times this node learned the others had counted it dead (it then closed its sessions so their clients collect what was stored meanwhile).",
                 &s.evicted,
+            ),
+            (
+                "im_cluster_duplicate_entries",
+                "Inbox entries appended twice (a sender's retry after a lost reply) and handed on once.",
+                &s.duplicates,
             ),
         ] {
             let c = ConstCounter::new(v.load(Ordering::Relaxed));

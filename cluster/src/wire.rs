@@ -1,13 +1,18 @@
 //! The body of one inbox entry: every message one node hands another in one flush.
 //!
 //! ```text
-//! entry   = version:u8 (1) | from_len:u8 | from (node id, UTF-8) | count:u32 | record*count
+//! entry   = version:u8 (2) | from_len:u8 | from (node id, UTF-8) | instance:u64 | seq:u64
+//!           | count:u32 | record*count
+//!           (version 1, still read: no instance and seq)
 //! record  = kind:u8 | hops:u8 | sent_ms:u64 | frame_len:u32 | frame | body
 //! body    = kind 1 (one user):  to:u32 | has_seq:u8 | [seq:u64]
 //!         = kind 2 (group):     exclude:u32 | n:u32 | uid:u32*n | has_seqs:u8 | [seq:u64*n]
 //! ```
 //!
 //! Big-endian. The frame is the encoded push packet exactly as the recipient gets it.
+//! `instance` is a random value of the sending process and `seq` counts its entries per
+//! destination inbox, so an entry appended twice (a retry after a reply lost to a broken
+//! connection) is recognised and handed on once.
 //! [`decode`] refuses anything malformed, truncated or over the limits with a [`WireError`]
 //! (the inbox counts and drops such an entry); it never panics (fuzz target
 //! `cluster_entry`).
@@ -17,7 +22,7 @@ use im_shards::engine::{Batch, Delivery, Time, Uids};
 use im_shards::Forward;
 
 /// Format version written first in every entry.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Largest frame accepted in a record (the protocol's own frame limit is below this).
 pub const MAX_FRAME: usize = 1 << 20;
 /// Most members in one group record.
@@ -49,13 +54,22 @@ pub struct Record {
     pub f: Forward,
 }
 
-/// Encodes the records one node (`from`) sends another in one entry.
-pub fn encode(from: &str, records: &[Record]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(16 + records.len() * 64);
+/// Which process sent an entry and its number among those it sent the same inbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Sender {
+    pub instance: u64,
+    pub seq: u64,
+}
+
+/// Encodes the records one node (`from`, process `sender`) sends another in one entry.
+pub fn encode(from: &str, sender: Sender, records: &[Record]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(32 + records.len() * 64);
     out.put_u8(VERSION);
     let id = &from.as_bytes()[..from.len().min(255)];
     out.put_u8(id.len() as u8);
     out.put_slice(id);
+    out.put_u64(sender.instance);
+    out.put_u64(sender.seq);
     out.put_u32(records.len() as u32);
     for r in records {
         let (kind, hops, frame) = match &r.f {
@@ -99,10 +113,12 @@ pub fn encode(from: &str, records: &[Record]) -> Vec<u8> {
     out
 }
 
-/// A decoded entry: the sending node and its records.
+/// A decoded entry: the sending node and process, and its records.
 #[derive(Debug)]
 pub struct Entry {
     pub from: String,
+    /// `None` in a version 1 entry.
+    pub sender: Option<Sender>,
     pub records: Vec<Record>,
 }
 
@@ -120,7 +136,7 @@ pub fn decode(body: &Bytes, now: Time) -> Result<Entry, WireError> {
     let mut b = body.clone();
     need(&b, 2, "header")?;
     let v = b.get_u8();
-    if v != VERSION {
+    if v != 1 && v != VERSION {
         return Err(WireError::Version(v));
     }
     let n = b.get_u8() as usize;
@@ -129,6 +145,15 @@ pub fn decode(body: &Bytes, now: Time) -> Result<Entry, WireError> {
         .map_err(|_| WireError::NodeId)?
         .to_owned();
     b.advance(n);
+    let sender = if v == VERSION {
+        need(&b, 16, "sender")?;
+        Some(Sender {
+            instance: b.get_u64(),
+            seq: b.get_u64(),
+        })
+    } else {
+        None
+    };
     need(&b, 4, "count")?;
     let count = b.get_u32() as usize;
     // Each record takes at least 19 bytes: a count larger than the entry is a lie.
@@ -142,7 +167,11 @@ pub fn decode(body: &Bytes, now: Time) -> Result<Entry, WireError> {
     if !b.is_empty() {
         return Err(WireError::Trailing(b.len()));
     }
-    Ok(Entry { from, records })
+    Ok(Entry {
+        from,
+        sender,
+        records,
+    })
 }
 
 fn record(b: &mut Bytes, now: Time) -> Result<Record, WireError> {
@@ -240,9 +269,14 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        let bytes = encode("node-a", &sample());
+        let sender = Sender {
+            instance: 0xfeed,
+            seq: 7,
+        };
+        let bytes = encode("node-a", sender, &sample());
         let e = decode(&Bytes::from(bytes), Time(5)).expect("decodes");
         assert_eq!(e.from, "node-a");
+        assert_eq!(e.sender, Some(sender));
         assert_eq!(e.records.len(), 2);
         match &e.records[0].f {
             Forward::One(d) => {
@@ -267,7 +301,7 @@ mod tests {
 
     #[test]
     fn every_truncation_and_bad_header_is_an_error() {
-        let bytes = encode("n", &sample());
+        let bytes = encode("n", Sender::default(), &sample());
         for cut in 0..bytes.len() {
             assert!(
                 decode(&Bytes::copy_from_slice(&bytes[..cut]), Time(0)).is_err(),
@@ -287,9 +321,19 @@ mod tests {
             WireError::Trailing(1)
         );
         // A count no entry could hold.
-        let mut lie = encode("n", &[]);
+        let mut lie = encode("n", Sender::default(), &[]);
         let at = lie.len() - 4;
         lie[at..].copy_from_slice(&u32::MAX.to_be_bytes());
         assert!(decode(&Bytes::from(lie), Time(0)).is_err());
+    }
+
+    #[test]
+    fn a_version_1_entry_still_decodes_without_a_sender() {
+        let v2 = encode("n", Sender::default(), &sample());
+        // Version 1: the same without instance and seq.
+        let mut v1 = vec![1, 1, b'n'];
+        v1.extend_from_slice(&v2[3 + 16..]);
+        let e = decode(&Bytes::from(v1), Time(0)).expect("decodes");
+        assert_eq!((e.sender, e.records.len()), (None, 2));
     }
 }

@@ -18,9 +18,11 @@ fn shape(f: &Forward) -> (u8, Vec<u32>, Option<Vec<u64>>, Vec<u8>) {
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(e) = decode(&Bytes::copy_from_slice(data), Time(0)) {
-        let again = decode(&Bytes::from(encode(&e.from, &e.records)), Time(0))
+        let sender = e.sender.unwrap_or_default();
+        let again = decode(&Bytes::from(encode(&e.from, sender, &e.records)), Time(0))
             .expect("re-encoded entry decodes");
         assert_eq!(again.from, e.from);
+        assert_eq!(again.sender, Some(sender));
         assert_eq!(again.records.len(), e.records.len());
         for (a, b) in again.records.iter().zip(&e.records) {
             assert_eq!(a.sent_ms, b.sent_ms);

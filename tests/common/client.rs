@@ -143,17 +143,23 @@ impl Client {
 
     /// Sends one packet (framed for the transport).
     pub fn send(&mut self, packet: &[u8]) {
+        self.try_send(packet).expect("write");
+    }
+
+    /// Sends one packet; the error when the connection is gone (a test that expects it).
+    pub fn try_send(&mut self, packet: &[u8]) -> Result<(), String> {
         match &mut self.conn {
             Conn::Tcp(s, _) => {
                 let mut v = Vec::with_capacity(packet.len() + 4);
                 framing::put_prefix(&mut v, packet.len());
                 v.extend_from_slice(packet);
-                s.write_all(&v).expect("tcp write");
-                s.flush().expect("tcp flush");
+                s.write_all(&v)
+                    .and_then(|()| s.flush())
+                    .map_err(|e| format!("tcp write: {e}"))
             }
             Conn::Ws(ws) => ws
                 .send(tungstenite::Message::Binary(packet.to_vec().into()))
-                .expect("ws write"),
+                .map_err(|e| format!("ws write: {e}")),
         }
     }
 
