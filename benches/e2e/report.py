@@ -31,7 +31,9 @@ for f in sorted(os.listdir(res_dir)):
         except ValueError:
             pass  # a failed run left no JSON: reported as missing
 
-TARGETS = [("im", "this server"), ("mosquitto", "mosquitto"), ("nats", "nats-server"), ("echo", "echo baseline")]
+TARGETS = [("im", "this server"), ("mosquitto", "mosquitto"), ("nats", "nats-server (JetStream on disk)"),
+           ("natsmem", "nats-server (JetStream on tmpfs)"), ("echo", "echo baseline")]
+GROUP_TARGETS = TARGETS[:3]
 SIZES = [10, 100, 500]
 
 
@@ -79,7 +81,10 @@ w("")
 w(f"Written by `benches/e2e/run` on {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
   f"whole run {elapsed} s. Machine: {os.cpu_count()} cores ({cpu()}), Linux {platform.release()}. "
   f"Targets: this server (release build, embedded defaults), {versions}, and the monoio echo "
-  f"server (`loadgen/src/bin/echo_server.rs`), the ceiling of what loopback moves with these frames.")
+  f"server (`loadgen/src/bin/echo_server.rs`), the ceiling of what loopback moves with these frames. "
+  f"mosquitto runs with `set_tcp_nodelay true` and no in-flight cap. nats-server runs twice for 1:1: "
+  f"its MQTT gateway cannot run without JetStream (QoS 1 state lives there), so once with JetStream's "
+  f"file store on disk and once with it on tmpfs (no disk, like this server in these runs).")
 w("")
 w(f"Same loadgen settings for every target: {duration} of sending per run, 64-byte payloads, "
   "QoS 1 for MQTT (a topic per user, a topic per group), the IM protocol over TCP unless said. "
@@ -115,7 +120,7 @@ w("| target | members | deliveries/s | throughput ratio | server cores | server 
 w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for m in SIZES:
     base = R.get(f"im-group-{m}")
-    for t, label in TARGETS[:3]:
+    for t, label in GROUP_TARGETS:
         r = R.get(f"{t}-group-{m}")
         if not r:
             w(f"| {label} | {m} | missing (run failed) | | | | | | | | |")
@@ -213,7 +218,7 @@ fig.tight_layout()
 fig.savefig(os.path.join(pdir, "latency_cdf.png"), dpi=110)
 
 fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2))
-for t, label in TARGETS[:3]:
+for t, label in GROUP_TARGETS:
     pts = [(m, R.get(f"{t}-group-{m}")) for m in SIZES]
     pts = [(m, r) for m, r in pts if r]
     if pts:
