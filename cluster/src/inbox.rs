@@ -35,6 +35,14 @@ const READ_COUNT: u64 = 128;
 /// How long one XREADGROUP waits for new entries (then it is issued again).
 const BLOCK_MS: u64 = 1000;
 
+/// Deletes a stream (and its consumer group) when it holds no entry.
+const DELETE_IF_EMPTY: &str = r#"
+if redis.call('XLEN', KEYS[1]) == 0 then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"#;
+
 /// Entries as read: (stream id, fields).
 type Entries = Vec<(String, HashMap<String, Bytes>)>;
 
@@ -348,10 +356,11 @@ pub(crate) async fn reclaim(
         );
         handle(client, &key, entries, rx).await;
     }
-    let len: u64 = client.xlen(&key).await?;
-    if len == 0 {
-        let _: i64 = client.del(&key).await?;
-    }
+    // Deleted only if still empty, in one step: a node that has not yet seen this one
+    // dead may append to it meanwhile (such an entry is taken over on the next round).
+    let _: i64 = client
+        .eval(DELETE_IF_EMPTY, vec![key.as_str()], Vec::<String>::new())
+        .await?;
     Ok(())
 }
 

@@ -92,8 +92,9 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Connects, takes this node's lease and reads the live set. Blocks (on `rt`) for at
-    /// most the Redis timeout per step.
+    /// Connects, takes this node's lease, waits half a lease (so every node sees it before
+    /// it takes users) and reads the live set. Blocks (on `rt`) for at most the Redis
+    /// timeout per step.
     pub fn join(
         cfg: &ClusterConfig,
         redis: &RedisConfig,
@@ -106,8 +107,19 @@ impl Cluster {
                 me.host, me.tcp_port
             )));
         }
-        let pool = im_storage::groups::redis_builder(redis)
-            .map_err(|e| ClusterError::Redis(e.to_string()))?
+        let mut builder = im_storage::groups::redis_builder(redis)
+            .map_err(|e| ClusterError::Redis(e.to_string()))?;
+        // Reconnect within a quarter lease once Redis is back: every node then takes its
+        // lease again well inside the one lease the others hold the live set after an
+        // outage (the shared default backs off to 2 s, longer than a short lease).
+        let cap = (cfg.lease_ms / 4).clamp(50, 2000) as u32;
+        builder.set_policy(fred::types::config::ReconnectPolicy::new_exponential(
+            0,
+            cap.min(100),
+            cap,
+            2,
+        ));
+        let pool = builder
             .build_pool(redis.pool_size.max(2))
             .map_err(membership::redis)?;
         let timeout = Duration::from_millis(redis.timeout_ms.max(1000));
@@ -125,6 +137,11 @@ impl Cluster {
             inbox::ensure_group(p.next(), &inbox::inbox_key(&me2.id))
                 .await
                 .map_err(membership::redis)?;
+            // Every node re-reads the live set each third of a lease: after half a lease
+            // they all route this node's users here, so none of their messages is stored
+            // elsewhere while those users log in here.
+            tokio::time::sleep(Duration::from_millis(lease_ms / 2)).await;
+            membership::renew(&p, &me2, lease_ms).await?;
             membership::live(&p).await
         })?;
         let map = membership::node_map(&me.id, &live)
@@ -268,7 +285,10 @@ async fn lease_loop(
     mut stop: watch::Receiver<bool>,
 ) {
     let (control, stats) = (&rx.control, &rx.stats);
-    let every = Duration::from_millis(lease_ms / 3);
+    // The first tick is at once: the lease was taken (or renewed) just before the shards
+    // started, however long that took.
+    let mut every = tokio::time::interval(Duration::from_millis(lease_ms / 3));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let claimer = pool.next().clone_new();
     claimer.init().await.ok();
     // Until then the live set may grow but not shrink: set when this node's own lease was
@@ -281,7 +301,7 @@ async fn lease_loop(
     let lease = Duration::from_millis(lease_ms);
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(every) => {}
+            _ = every.tick() => {}
             _ = stop.changed() => return,
         }
         if close_at.is_some_and(|t| tokio::time::Instant::now() >= t) {
@@ -319,23 +339,31 @@ async fn lease_loop(
                 continue;
             }
         };
+        if !now.contains_key(&me.id) {
+            // This node's own lease is gone already (Redis restarted empty between the
+            // renewal and this read): the set is not to be trusted; take the lease again
+            // at the next tick and hold the set meanwhile.
+            hold_until = Some(tokio::time::Instant::now() + lease);
+            tracing::warn!("this node's lease vanished after its renewal; reading again");
+            continue;
+        }
         if hold_until.is_some_and(|t| tokio::time::Instant::now() < t) {
             let cur = live.read().unwrap_or_else(|e| e.into_inner());
             for (id, info) in &cur.0 {
                 now.entry(id.clone()).or_insert_with(|| info.clone());
             }
         }
-        let gone: Vec<String> = {
+        let gone: Vec<NodeInfo> = {
             let cur = live.read().unwrap_or_else(|e| e.into_inner());
             cur.0
-                .keys()
-                .filter(|id| **id != me.id && !now.contains_key(*id))
+                .values()
+                .filter(|n| n.id != me.id && !now.contains_key(&n.id))
                 .cloned()
                 .collect()
         };
         if !gone.is_empty() {
-            let ids: Vec<&str> = gone.iter().map(String::as_str).collect();
-            if let Err(e) = membership::mark_evicted(&pool, &ids, &me.id).await {
+            let refs: Vec<&NodeInfo> = gone.iter().collect();
+            if let Err(e) = membership::mark_evicted(&pool, &refs).await {
                 tracing::warn!(error = %e, "cannot mark nodes gone; keeping them for now");
                 continue;
             }

@@ -6,7 +6,8 @@
 //! process's `instance` value. A lapsed lease is a dead node. Every renewal also reads the
 //! live set (`SCAN im_node:*` + `MGET`), so every node knows it within a third of a lease.
 //!
-//! A node that drops another from its live set first marks it `im_evicted:<id>`: it is
+//! A node that drops another from its live set first marks it `im_evicted:<id>` (with the
+//! process that held the lease, so a later process with the same id ignores it): it is
 //! about to route that node's users elsewhere (their messages stored offline there). The
 //! renewal script takes the mark away and tells the node, which then makes its clients log
 //! in again to collect those messages (a node cut off from Redis, or paused, for longer
@@ -27,14 +28,21 @@ const EVICTED_PREFIX: &str = "im_evicted:";
 const EVICTED_TTL_MS: i64 = 24 * 3600 * 1000;
 
 /// Extends the lease only if this process still holds it (bit 0) and takes this node's
-/// eviction mark away (bit 1: there was one).
+/// eviction mark away (bit 1: there was one for this process, `ARGV[3]`; a mark left for
+/// an earlier process with the same id is dropped unheeded).
 const RENEW: &str = r#"
 local held = 0
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   held = 1
 end
-return held + 2 * redis.call('DEL', KEYS[2])
+local evicted = 0
+local mark = redis.call('GET', KEYS[2])
+if mark then
+  redis.call('DEL', KEYS[2])
+  if mark == ARGV[3] then evicted = 2 end
+end
+return held + evicted
 "#;
 
 pub(crate) fn node_key(id: &str) -> String {
@@ -97,7 +105,7 @@ pub(crate) async fn renew(
         .eval(
             RENEW,
             vec![node_key(&me.id), evicted_key(&me.id)],
-            vec![value, lease_ms.to_string()],
+            vec![value, lease_ms.to_string(), me.instance.clone()],
         )
         .await
         .map_err(redis)?;
@@ -111,13 +119,14 @@ pub(crate) async fn renew(
     Ok(r)
 }
 
-/// Marks `ids` as dropped from the live set by `by` (before routing their users elsewhere).
-pub(crate) async fn mark_evicted(pool: &Pool, ids: &[&str], by: &str) -> Result<(), ClusterError> {
-    for id in ids {
+/// Marks `gone` (by id, the process that held the lease) as dropped from the live set,
+/// before routing their users elsewhere.
+pub(crate) async fn mark_evicted(pool: &Pool, gone: &[&NodeInfo]) -> Result<(), ClusterError> {
+    for n in gone {
         let _: Option<String> = pool
             .set(
-                evicted_key(id),
-                by,
+                evicted_key(&n.id),
+                n.instance.as_str(),
                 Some(Expiration::PX(EVICTED_TTL_MS)),
                 None,
                 false,
