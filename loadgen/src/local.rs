@@ -45,6 +45,8 @@ pub struct Hists {
     /// the receiver's home node are the same.
     pub same_node: Histogram<u64>,
     pub cross_node: Histogram<u64>,
+    /// Runs at a rate: how late each message left against its schedule.
+    pub pacing: Histogram<u64>,
 }
 
 pub fn histogram() -> Histogram<u64> {
@@ -60,6 +62,7 @@ impl Default for Hists {
             connect: histogram(),
             same_node: histogram(),
             cross_node: histogram(),
+            pacing: histogram(),
         }
     }
 }

@@ -8,6 +8,7 @@ mod cli;
 mod conn;
 mod link;
 mod local;
+mod mqtt_wire;
 mod proto;
 mod report;
 mod runner;

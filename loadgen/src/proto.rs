@@ -7,13 +7,14 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use im_protocol::{ClientPacket, ServerPacket};
 use im_token::TokenAuth;
 use mqttbytes::v4 as mq;
 use mqttbytes::QoS;
 
 use crate::conn::{Framer, Reader, Writer, MAX_FRAME};
+use crate::mqtt_wire;
 use crate::stamp::{self, Stamp};
 
 /// The protocol spoken to the target.
@@ -218,20 +219,13 @@ impl Proto {
             }
             Proto::Mqtt => {
                 st.next_pkid = st.next_pkid.checked_add(1).unwrap_or(1);
+                // Written in place: no topic string, payload copy or buffer per message.
                 let topic = match dest {
-                    Dest::User(u) => user_topic(u),
-                    Dest::Group(g) => group_topic(g),
+                    Dest::User(u) => mqtt_wire::Topic::new(b"im/u/", u),
+                    Dest::Group(g) => mqtt_wire::Topic::new(b"im/g/", g),
                 };
-                let mut body = Vec::with_capacity(stamp::LEN + payload.len());
-                body.extend_from_slice(&id);
-                body.extend_from_slice(payload);
-                let mut p = mq::Publish::new(topic, QoS::AtLeastOnce, body);
-                p.pkid = st.next_pkid;
-                st.inflight.insert(p.pkid, s);
-                let mut b = BytesMut::new();
-                // Encoding a publish we built cannot fail (topic and size are in range).
-                let _ = p.write(&mut b);
-                out.extend_from_slice(&b);
+                mqtt_wire::publish_qos1(out, topic.as_bytes(), st.next_pkid, &id, payload);
+                st.inflight.insert(st.next_pkid, s);
             }
         }
     }
@@ -291,28 +285,34 @@ impl Proto {
                 .map_err(|e| e.to_string())?;
                 Ok(())
             }
-            Proto::Mqtt => loop {
-                match mq::read(&mut rd.buf, MAX_FRAME) {
-                    Ok(mq::Packet::Publish(p)) => {
-                        ev(Event::Delivered(Stamp::decode(&p.payload)));
-                        if p.qos != QoS::AtMostOnce {
-                            let mut b = BytesMut::new();
-                            let _ = mq::PubAck::new(p.pkid).write(&mut b);
-                            out.extend_from_slice(&b);
+            Proto::Mqtt => {
+                // Parsed in place (`mqtt_wire`): nothing allocated per message.
+                let mut at = 0;
+                let result = loop {
+                    let (packet, len) = match mqtt_wire::next(&rd.buf[at..], MAX_FRAME) {
+                        Ok(Some(x)) => x,
+                        Ok(None) => break Ok(()),
+                        Err(e) => break Err(e.to_string()),
+                    };
+                    at += len;
+                    match packet {
+                        mqtt_wire::Packet::Publish { qos, pkid, payload } => {
+                            ev(Event::Delivered(Stamp::decode(payload)));
+                            if qos > 0 {
+                                mqtt_wire::puback(out, pkid);
+                            }
                         }
+                        mqtt_wire::Packet::PubAck(pkid) => {
+                            ev(Event::Acked(st.inflight.remove(&pkid)))
+                        }
+                        mqtt_wire::Packet::PingReq => mqtt_wire::pingresp(out),
+                        mqtt_wire::Packet::Disconnect => ev(Event::Closed),
+                        mqtt_wire::Packet::Other => {}
                     }
-                    Ok(mq::Packet::PubAck(a)) => ev(Event::Acked(st.inflight.remove(&a.pkid))),
-                    Ok(mq::Packet::PingReq) => {
-                        let mut b = BytesMut::new();
-                        let _ = mq::PingResp.write(&mut b);
-                        out.extend_from_slice(&b);
-                    }
-                    Ok(mq::Packet::Disconnect) => ev(Event::Closed),
-                    Ok(_) => {}
-                    Err(mqttbytes::Error::InsufficientBytes(_)) => return Ok(()),
-                    Err(e) => return Err(format!("{e:?}")),
-                }
-            },
+                };
+                rd.buf.advance(at);
+                result
+            }
         }
     }
 }

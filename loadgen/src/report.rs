@@ -83,6 +83,9 @@ pub struct Report {
     /// have the same home node, and when they do not.
     pub same_node_latency_us: Summary,
     pub cross_node_latency_us: Summary,
+    /// Runs at a rate: how late messages left against their schedule (latency is measured
+    /// from the schedule, so this is part of it).
+    pub pacing_error_us: Summary,
     /// Delivery latency at fixed quantiles, `[quantile, µs]`, for plotting a CDF.
     pub latency_cdf_us: Vec<(f64, u64)>,
     pub errors: BTreeMap<String, u64>,
@@ -126,6 +129,7 @@ impl Report {
             let _ = hists.connect.add(&r.hists.connect);
             let _ = hists.same_node.add(&r.hists.same_node);
             let _ = hists.cross_node.add(&r.hists.cross_node);
+            let _ = hists.pacing.add(&r.hists.pacing);
             for (k, v) in r.errors {
                 *errors.entry(k).or_default() += v;
             }
@@ -173,6 +177,7 @@ impl Report {
             connect_latency_us: Summary::of(&hists.connect),
             same_node_latency_us: Summary::of(&hists.same_node),
             cross_node_latency_us: Summary::of(&hists.cross_node),
+            pacing_error_us: Summary::of(&hists.pacing),
             latency_cdf_us: cdf(&hists.delivery),
             errors,
             extra,
@@ -220,6 +225,7 @@ impl Report {
             ("connect+auth", &self.connect_latency_us),
             ("delivery, same node", &self.same_node_latency_us),
             ("delivery, cross-node", &self.cross_node_latency_us),
+            ("pacing error", &self.pacing_error_us),
         ] {
             if h.count > 0 {
                 let _ = writeln!(

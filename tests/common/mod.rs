@@ -90,11 +90,22 @@ macro_rules! both_drivers {
     )*};
 }
 
+/// A port no other server of this test process was given. The kernel may hand a port just
+/// released to the next `bind(0)`, and the server listens with SO_REUSEPORT, so two tests
+/// running at once could otherwise both listen on it and get each other's clients.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// A running server process.

@@ -134,8 +134,13 @@ pub struct SendPlan {
 }
 
 /// Sends until `plan.end` (or `plan.count`), keeping at most `window` unacked.
+///
+/// At a rate, message `seq` is due at `start + seq / rate` and carries that intended time,
+/// not the time it left: latency then includes any wait for the window or the timer, so a
+/// target that falls behind cannot hide its queueing (coordinated omission). How late each
+/// message left is recorded as the pacing error (the timer has a 1 ms granularity).
 pub async fn send_loop(local: Rc<Local>, link: Rc<Link>, plan: SendPlan, payload: Rc<Vec<u8>>) {
-    let start = Instant::now();
+    let start_us = now_us();
     let mut seq: u32 = 0;
     while seq < plan.count && Instant::now() < plan.end && !link.closed.get() {
         if !link.window_has_room(plan.window, plan.end_to_end) {
@@ -143,20 +148,27 @@ pub async fn send_loop(local: Rc<Local>, link: Rc<Link>, plan: SendPlan, payload
                 .await;
             continue;
         }
-        if plan.rate > 0.0 {
-            let due = (start.elapsed().as_secs_f64() * plan.rate) as u64 + 1;
-            if seq as u64 >= due {
-                let next = Duration::from_secs_f64((seq as f64 + 1.0) / plan.rate);
-                let wait = next.saturating_sub(start.elapsed());
-                monoio::time::sleep(wait.max(Duration::from_micros(200))).await;
+        let t_us = if plan.rate > 0.0 {
+            let due_us = start_us + (seq as f64 * 1e6 / plan.rate) as u64;
+            let now = now_us();
+            if now < due_us {
+                monoio::time::sleep(Duration::from_micros(due_us - now)).await;
                 continue;
             }
-        }
+            let _ = local
+                .hists
+                .borrow_mut()
+                .pacing
+                .record((now - due_us).max(1));
+            due_us
+        } else {
+            now_us()
+        };
         let s = Stamp {
             run: local.run,
             stream: plan.stream,
             seq,
-            t_us: now_us(),
+            t_us,
         };
         link.publish(plan.dest, s, &payload);
         Counters::add(&local.counters.sent, 1);
