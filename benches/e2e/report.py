@@ -96,7 +96,9 @@ w("")
 
 for key, title, note in [
     ("p2p-flat", "1:1 messages, flat out", "50 pairs, both directions, at most 32 messages in flight per sender (unacked, or not yet received: a closed loop)."),
-    ("p2p-rate", "1:1 messages at a fixed rate", "100 pairs, 100 msg/s per sender (20,000 msg/s offered): latency under moderate load."),
+    ("p2p-rate", "1:1 messages at a fixed rate", "100 pairs, 100 msg/s per sender (20,000 msg/s offered): latency under moderate load, "
+     "measured from each message's scheduled send time (so a target that falls behind cannot hide its queue); "
+     "the pacing error below is how late messages left, the same timer for every target."),
 ]:
     w(f"## {title}")
     w("")
@@ -109,6 +111,15 @@ for key, title, note in [
         r = R.get(f"{t}-{key}")
         w(row_msgs(label, r, base, f"{t}-{key}") if r else f"| {label} | missing (run failed) | | | | | | | | | |")
     w("")
+    if key == "p2p-rate":
+        cells = []
+        for t, label in TARGETS:
+            pe = (R.get(f"{t}-{key}") or {}).get("pacing_error_us") or {}
+            if pe.get("count"):
+                cells.append(f"{label} p50 {pe['p50']:,} / p99 {pe['p99']:,} µs")
+        if cells:
+            w("Pacing error: " + "; ".join(cells) + ".")
+            w("")
 
 w("## Group fan-out, flat out")
 w("")
