@@ -173,7 +173,7 @@ pub(crate) async fn flush_loop(
                 match r {
                     Ok(id) => {
                         tracing::debug!(node = %node, id, records = records.len(), "sent an inbox entry");
-                        stats.sent(&node, recipients(&records));
+                        stats.sent(&node, wire::recipients(&records));
                         unsent.fetch_sub(records.len(), std::sync::atomic::Ordering::SeqCst);
                         break;
                     }
@@ -187,16 +187,6 @@ pub(crate) async fn flush_loop(
             }
         }
     }
-}
-
-pub(crate) fn recipients(records: &[Record]) -> u64 {
-    records
-        .iter()
-        .map(|r| match &r.f {
-            Forward::One(_) => 1,
-            Forward::Group(b) => b.uids.len() as u64,
-        })
-        .sum()
 }
 
 /// Reads this node's inbox until `stop`.

@@ -63,7 +63,7 @@ impl ClusterStats {
 
     /// One entry's records from node `from`, received at `now_ms`.
     pub(crate) fn received(&self, from: &str, records: &[Record], now_ms: u64) {
-        let n = crate::inbox::recipients(records);
+        let n = crate::wire::recipients(records);
         self.peer(from, |c| c.1 += n);
         for r in records {
             self.latency_ms.observe(now_ms.saturating_sub(r.sent_ms));

@@ -54,6 +54,17 @@ pub struct Record {
     pub f: Forward,
 }
 
+/// Users the records reach (one per 1:1 record, every member of a group record).
+pub fn recipients(records: &[Record]) -> u64 {
+    records
+        .iter()
+        .map(|r| match &r.f {
+            Forward::One(_) => 1,
+            Forward::Group(b) => b.uids.len() as u64,
+        })
+        .sum()
+}
+
 /// Which process sent an entry and its number among those it sent the same inbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Sender {
