@@ -133,7 +133,6 @@ impl Cluster {
                 .map_err(|_| ClusterError::Redis("not reachable in time".into()))?
                 .map_err(membership::redis)?;
             membership::register(&p, &me2, lease_ms).await?;
-            membership::clear_mark(&p, &me2).await?;
             inbox::ensure_group(p.next(), &inbox::inbox_key(&me2.id))
                 .await
                 .map_err(membership::redis)?;

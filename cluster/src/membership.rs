@@ -85,13 +85,6 @@ pub(crate) async fn register(
     Ok(())
 }
 
-/// Forgets an eviction mark left from an earlier run of this node (a process that just
-/// started has no client to send away).
-pub(crate) async fn clear_mark(pool: &Pool, me: &NodeInfo) -> Result<(), ClusterError> {
-    let _: i64 = pool.del(evicted_key(&me.id)).await.map_err(redis)?;
-    Ok(())
-}
-
 /// Renews the lease, taking it again when it lapsed; `Err(NodeIdTaken)`: another process
 /// holds the id now.
 pub(crate) async fn renew(
