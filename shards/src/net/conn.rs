@@ -68,6 +68,7 @@ pub(crate) fn read_loop<H: Host>(
         let max = shard.cfg().net.max_frame;
         // What arrived with the CONNECT first, then one read at a time.
         let mut open = shard.is_open(conn);
+        let mut peer_closed = false;
         if open {
             input.consume_pending(|bytes| {
                 let (used, more) = parse(&shard, conn, bytes, &mut framing, max);
@@ -97,6 +98,7 @@ pub(crate) fn read_loop<H: Host>(
             };
             if !matches!(got, Ok(true)) {
                 if matches!(got, Ok(false)) {
+                    peer_closed = true;
                     shard.conns().borrow_mut().set_peer_closed(conn);
                 }
                 shard.dispatch(In::Closed {
@@ -108,8 +110,11 @@ pub(crate) fn read_loop<H: Host>(
         }
         // Keep draining input until the writer shuts the socket down, so that unread input does
         // not turn our close into a reset that would discard the last packet we sent. Boxed:
-        // only a closing connection needs this future's state.
-        Box::pin(drain_input(&mut input, shard.read_scratch())).await;
+        // only a closing connection needs this future's state. After EOF there is nothing
+        // left to drain.
+        if !peer_closed {
+            Box::pin(drain_input(&mut input, shard.read_scratch())).await;
+        }
     }
 }
 

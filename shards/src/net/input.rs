@@ -69,16 +69,21 @@ pub(crate) struct SocketInput {
     fd: RawFd,
     /// The tail of an incomplete frame; empty (and unallocated) between frames.
     carry: Vec<u8>,
+    /// Nothing came with the CONNECT: the client is waiting for CONNECT_ACK, so the first
+    /// read waits for readiness instead of trying a `recv` that would find nothing.
+    wait_first: bool,
 }
 
 impl SocketInput {
     pub fn new(half: OwnedReadHalf<TcpStream>, fd: RawFd, pending: Vec<u8>) -> Self {
-        let carry = if pending.is_empty() {
-            Vec::new()
-        } else {
-            pending
-        };
-        Self { half, fd, carry }
+        let wait_first = pending.is_empty();
+        let carry = if wait_first { Vec::new() } else { pending };
+        Self {
+            half,
+            fd,
+            carry,
+            wait_first,
+        }
     }
 
     /// Keeps what `f` left of `bytes` for the next read.
@@ -110,6 +115,10 @@ impl Input for SocketInput {
         scratch: &RefCell<Vec<u8>>,
         f: impl FnOnce(&mut [u8]) -> usize,
     ) -> Option<io::Result<bool>> {
+        if std::mem::take(&mut self.wait_first) {
+            // A poll on a socket that has data completes at once: nothing is missed.
+            return None;
+        }
         let kept = self.carry.len();
         let got = if kept >= SCRATCH / 2 {
             // A large frame in progress: read straight into its own buffer.

@@ -6,7 +6,7 @@
 //! owner shard of the user. Nothing here touches per-user state.
 
 use std::net::IpAddr;
-use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -49,14 +49,39 @@ pub(crate) trait Gate: 'static {
     fn relay_to(&self, uid: u32) -> Option<std::net::SocketAddr>;
 }
 
-/// Binds a listener with SO_REUSEPORT (every shard binds the same port).
+/// Binds a listener with SO_REUSEPORT (every shard binds the same port) and TCP_NODELAY,
+/// which Linux copies to every socket the listener accepts: one `setsockopt` per listener
+/// instead of one per login.
 pub(crate) fn bind(cfg: &CoreConfig, port: u16) -> std::io::Result<TcpListener> {
     let addr = format!("{}:{}", cfg.net.bind, port);
     let opts = ListenerOpts::new()
         .reuse_port(true)
         .reuse_addr(true)
         .backlog(cfg.net.backlog);
-    TcpListener::bind_with_config(addr, &opts)
+    let listener = TcpListener::bind_with_config(addr, &opts)?;
+    set_nodelay(listener.as_raw_fd())?;
+    Ok(listener)
+}
+
+/// Sets TCP_NODELAY on a socket.
+fn set_nodelay(fd: RawFd) -> std::io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: `fd` is an open socket owned by the caller; the option value is a valid
+    // c_int that outlives the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            std::ptr::addr_of!(on).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// Accepts until the shard stops.
@@ -76,7 +101,6 @@ pub(crate) async fn accept_loop<G: Gate>(
                 monoio::spawn(pre_auth_tls(shard.clone(), stream, kind, peer.ip()));
             }
             Ok((stream, peer)) => {
-                let _ = stream.set_nodelay(true);
                 monoio::spawn(pre_auth(shard.clone(), stream, kind, peer.ip()));
             }
             Err(e) => {
@@ -103,7 +127,6 @@ enum Refusal {
 
 /// A TLS connection: handshake (within the CONNECT timeout), then as any other.
 async fn pre_auth_tls<G: Gate>(shard: Rc<G>, stream: TcpStream, kind: TransportKind, peer: IpAddr) {
-    let _ = stream.set_nodelay(true);
     let Some(cfg) = shard.tls().clone() else {
         return;
     };
@@ -342,5 +365,56 @@ async fn read_more(stream: &mut impl AsyncReadRent, buf: &mut Vec<u8>) -> Result
     match res {
         Ok(n) if n > 0 => Ok(()),
         _ => Err(Refusal::Silent),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// TCP_NODELAY of a socket.
+    fn nodelay(fd: RawFd) -> libc::c_int {
+        let mut on: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `fd` is an open socket; `on` and `len` are valid for the call.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_NODELAY,
+                std::ptr::addr_of_mut!(on).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(rc, 0, "getsockopt: {}", std::io::Error::last_os_error());
+        on
+    }
+
+    /// Accepts one connection through `bind` and returns the accepted socket's TCP_NODELAY.
+    async fn accepted_nodelay() -> libc::c_int {
+        let mut cfg = CoreConfig::default();
+        cfg.net.bind = "127.0.0.1".into();
+        let listener = bind(&cfg, 0).expect("bind");
+        let addr = listener.local_addr().expect("local address");
+        // The handshake completes in the kernel's backlog before anything is accepted.
+        let _client = std::net::TcpStream::connect(addr).expect("connect");
+        let (stream, _) = listener.accept().await.expect("accept");
+        nodelay(stream.as_raw_fd())
+    }
+
+    /// Accepted sockets have Nagle off without a setsockopt of their own, under both drivers
+    /// (the accept path no longer sets it per connection).
+    #[test]
+    fn accepted_sockets_inherit_nodelay_from_the_listener() {
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .build()
+            .expect("runtime");
+        assert_eq!(rt.block_on(accepted_nodelay()), 1, "epoll driver");
+        if monoio::utils::detect_uring() {
+            let mut rt = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+                .build()
+                .expect("runtime");
+            assert_eq!(rt.block_on(accepted_nodelay()), 1, "io_uring driver");
+        }
     }
 }

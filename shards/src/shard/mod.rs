@@ -338,11 +338,10 @@ impl Shard {
             tls,
             session: mut h,
         } = h;
-        let std_stream = std::net::TcpStream::from(fd);
-        let stream = match std_stream
-            .set_nonblocking(true)
-            .and_then(|_| TcpStream::from_std(std_stream))
-        {
+        // No `set_nonblocking` (an ioctl per login): the epoll driver accepts with
+        // SOCK_NONBLOCK already, and on io_uring every operation on the socket is a ring
+        // operation or a `recv` with MSG_DONTWAIT, which never block either way.
+        let stream = match TcpStream::from_std(std::net::TcpStream::from(fd)) {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot adopt connection");
