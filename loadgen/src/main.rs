@@ -9,6 +9,7 @@ mod conn;
 mod link;
 mod local;
 mod mqtt_wire;
+mod pace;
 mod proto;
 mod report;
 mod runner;

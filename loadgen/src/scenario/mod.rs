@@ -138,9 +138,15 @@ pub struct SendPlan {
 /// At a rate, message `seq` is due at `start + seq / rate` and carries that intended time,
 /// not the time it left: latency then includes any wait for the window or the timer, so a
 /// target that falls behind cannot hide its queueing (coordinated omission). How late each
-/// message left is recorded as the pacing error (the timer has a 1 ms granularity).
+/// message left is recorded as the pacing error (`pace.rs`: a timerfd per thread, to within
+/// tens of microseconds; monoio's 1 ms timer without io_uring).
 pub async fn send_loop(local: Rc<Local>, link: Rc<Link>, plan: SendPlan, payload: Rc<Vec<u8>>) {
     let start_us = now_us();
+    // Senders run out of step: each schedule is offset by a fraction of one interval
+    // (golden-ratio spacing of the stream id), so N senders at a rate offer one even stream
+    // instead of N messages at the same instant every interval, whose queueing would then
+    // count as latency.
+    let phase = (plan.stream as f64 * 0.618_033_988_749_895).fract();
     let mut seq: u32 = 0;
     while seq < plan.count && Instant::now() < plan.end && !link.closed.get() {
         if !link.window_has_room(plan.window, plan.end_to_end) {
@@ -149,10 +155,10 @@ pub async fn send_loop(local: Rc<Local>, link: Rc<Link>, plan: SendPlan, payload
             continue;
         }
         let t_us = if plan.rate > 0.0 {
-            let due_us = start_us + (seq as f64 * 1e6 / plan.rate) as u64;
+            let due_us = start_us + ((seq as f64 + phase) * 1e6 / plan.rate) as u64;
             let now = now_us();
             if now < due_us {
-                monoio::time::sleep(Duration::from_micros(due_us - now)).await;
+                crate::pace::sleep_until(due_us).await;
                 continue;
             }
             let _ = local
