@@ -121,6 +121,26 @@ for key, title, note in [
             w("Pacing error: " + "; ".join(cells) + ".")
             w("")
 
+w("## Unloaded round trip")
+w("")
+w("One pair, one message in flight per direction (`p2p --pairs 1 --window 1`): what a message costs "
+  "when nothing else is going on. This server runs one shard per core; the pair's two users sit on "
+  "one shard, or on two (each message then wakes the other shard's thread), pinned with `--uid-base`.")
+w("")
+w("| target | deliveries/s | server cores | server CPU µs / delivery | p50 µs | p50 vs echo | p99 µs | p99.9 µs | lost/dup/reord |")
+w("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+echo_rtt = R.get("echo-rtt")
+for name, label in [("echo-rtt", "echo baseline"), ("mosquitto-rtt", "mosquitto"),
+                    ("im-rtt", "this server, pair on one shard"), ("im-rtt-cross", "this server, pair across shards")]:
+    r = R.get(name)
+    if not r:
+        w(f"| {label} | missing (run failed) | | | | | | | |")
+        continue
+    l = r["latency_us"]
+    vs = ratio(l["p50"], echo_rtt["latency_us"]["p50"]) if echo_rtt else "—"
+    w(f"| {label} | {r['throughput']:,.0f} | {cpu_cells(name, r)} | {l['p50']:,} | {vs} | {l['p99']:,} | {l['p999']:,} | {checks(r)} |")
+w("")
+
 w("## Group fan-out, flat out")
 w("")
 w("About 1,000 members per run (groups × members), one sender per group with at most 4 "
@@ -140,6 +160,39 @@ for m in SIZES:
         w(f"| {label} | {m} | {r['throughput']:,.0f} | {ratio(r['throughput'], base['throughput']) if base else '—'} "
           f"| {cpu_cells(f'{t}-group-{m}', r)} | {f['p50']:,} | {f['p99']:,} | {ratio(f['p99'], base['fanout_latency_us']['p99']) if base else '—'} "
           f"| {r['latency_us']['p99']:,} | {checks(r)} |")
+w("")
+
+w("## Logins")
+w("")
+w("A connect + authenticate storm (`connect --concurrency 16` per loadgen thread): open, CONNECT "
+  "with a token, CONNECT_ACK, close, again. mosquitto: MQTT CONNECT without authentication; the echo "
+  "baseline: accept, one frame back, close. Logins per server core is the rate divided by the "
+  "target's cores over the run.")
+w("")
+w("| target | logins/s | server cores | logins per server core | per core vs mosquitto | rate vs echo | server CPU µs / login | p50 µs | p99 µs | errors |")
+w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+
+
+def logins(name):
+    r, c = R.get(name), C.get(name)
+    if not r or not c or not c["wall_s"] or not c["cpu_s"]:
+        return None
+    rate = r["extra"].get("connects_per_s", 0)
+    cores = c["cpu_s"] / c["wall_s"]
+    return r, rate, cores, rate / cores
+
+
+base_mq, base_echo = logins("mosquitto-connect"), logins("echo-connect")
+for name, label in [("im-connect", "this server"), ("mosquitto-connect", "mosquitto"), ("echo-connect", "echo baseline")]:
+    got = logins(name)
+    if not got:
+        w(f"| {label} | missing (run failed) | | | | | | | | |")
+        continue
+    r, rate, cores, per_core = got
+    lat = r.get("connect_latency_us") or {}
+    w(f"| {label} | {rate:,.0f} | {cores:.2f} | {per_core:,.0f} | {ratio(per_core, base_mq[3]) if base_mq else '—'} "
+      f"| {ratio(rate, base_echo[1]) if base_echo else '—'} | {cores / rate * 1e6 if rate else 0:.1f} "
+      f"| {lat.get('p50', 0):,} | {lat.get('p99', 0):,} | {sum(r['errors'].values())} |")
 w("")
 
 w("## This server only")
@@ -180,6 +233,47 @@ except OSError:
     w("")
     w("Not run (`benches/e2e/cluster.py` failed or was not reached).")
     w("")
+
+# perf profiles of this server (and of an earlier build when PROFILE_BASE was given).
+def profile(name):
+    try:
+        return [l.rstrip() for l in open(os.path.join(res_dir, f"{name}.txt")) if l.strip()]
+    except OSError:
+        return None
+
+
+def profile_table(lines):
+    w("| share | where | symbol |")
+    w("|---:|---|---|")
+    for l in lines:
+        parts = l.split(None, 2)
+        if len(parts) == 3:
+            # perf pads the symbol column and appends its IPC columns ("-  -"): keep the name.
+            symbol = parts[2].replace("[.] ", "").split("   ")[0].strip()
+            w(f"| {parts[0]} | {parts[1]} | `{symbol[:100]}` |")
+    w("")
+
+
+if profile("profile-flat") or profile("profile-rtt"):
+    try:
+        rev = open(os.path.join(res_dir, "profile-base.rev")).read().strip()
+    except OSError:
+        rev = None
+    w("## Where the server's time goes (perf)")
+    w("")
+    w("`perf record -F 1999 -p <server>` for 5 s in the middle of an 8 s load (separate from the measured runs), "
+      "then `perf report --no-children --sort dso,symbol`: the top entries, as shares of the server's samples. "
+      "Flat out is `p2p --pairs 50 --window 32`; the round trip is one pair across shards. "
+      + (f"\"Before\" is the build at `{rev}` (before issue 16's changes), profiled the same way in this run. " if rev else "")
+      + "Each change and its A/B are in `benches/PROFILE.md`.")
+    w("")
+    for key, title in [("flat", "1:1 flat out"), ("rtt", "unloaded round trip, pair across shards")]:
+        for pre, when in ([("profile-base-", "before"), ("profile-", "now")] if rev else [("profile-", "now")]):
+            lines = profile(f"{pre}{key}")
+            if lines:
+                w(f"**{title}, {when}**")
+                w("")
+                profile_table(lines)
 
 # Criterion micro-benchmarks, from target/criterion/<group>/<bench>/new/{estimates,benchmark}.json.
 MICRO = [
