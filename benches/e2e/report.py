@@ -97,8 +97,9 @@ w("")
 for key, title, note in [
     ("p2p-flat", "1:1 messages, flat out", "50 pairs, both directions, at most 32 messages in flight per sender (unacked, or not yet received: a closed loop)."),
     ("p2p-rate", "1:1 messages at a fixed rate", "100 pairs, 100 msg/s per sender (20,000 msg/s offered): latency under moderate load, "
-     "measured from each message's scheduled send time (so a target that falls behind cannot hide its queue); "
-     "the pacing error below is how late messages left, the same timer for every target."),
+     "measured from each message's scheduled send time (so a target that falls behind cannot hide its queue). "
+     "Senders run out of step, so the offered load is one even stream, paced by a timerfd per loadgen thread; "
+     "the pacing error below is how late messages left, the same pacer for every target."),
 ]:
     w(f"## {title}")
     w("")
