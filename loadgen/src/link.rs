@@ -7,12 +7,12 @@ use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
-use std::time::Duration;
 
 use crate::conn::{Framer, Reader, Writer};
 use crate::local::Local;
 use crate::proto::{ConnState, Dest, Event, Proto};
 use crate::stamp::Stamp;
+use crate::window::Window;
 
 /// A logged-in connection of user `uid`.
 pub struct Link {
@@ -23,14 +23,8 @@ pub struct Link {
     state: RefCell<ConnState>,
     /// The writer task, waiting for bytes.
     writer_waker: Cell<Option<Waker>>,
-    /// The sender, waiting for its window to open.
-    sender_waker: Cell<Option<Waker>>,
-    /// Publishes not yet acked (or refused).
-    pub inflight: Cell<u32>,
-    /// Publishes not yet received by every recipient (tracked for the streams registered
-    /// with [`Local::track`]; the end-to-end window of the timed scenarios).
-    pub undelivered: Cell<u32>,
-    pub closed: Cell<bool>,
+    /// Its publishes in flight and whether it closed, shared with the thread's `Local`.
+    pub window: Rc<Window>,
 }
 
 impl Link {
@@ -50,10 +44,7 @@ impl Link {
             framer: RefCell::new(framer),
             state: RefCell::new(ConnState::default()),
             writer_waker: Cell::new(None),
-            sender_waker: Cell::new(None),
-            inflight: Cell::new(0),
-            undelivered: Cell::new(0),
-            closed: Cell::new(false),
+            window: Rc::default(),
         });
         monoio::spawn(read_loop(link.clone(), local, rd));
         monoio::spawn(write_loop(link.clone(), wr));
@@ -69,56 +60,14 @@ impl Link {
             self.proto
                 .publish(&mut st, &mut fr, &mut out, dest, s, payload);
         }
-        self.inflight.set(self.inflight.get() + 1);
-        self.undelivered.set(self.undelivered.get() + 1);
+        self.window.sent();
         self.wake_writer();
-    }
-
-    /// A publish was answered (acked or refused).
-    pub fn answered(&self) {
-        self.inflight.set(self.inflight.get().saturating_sub(1));
-        self.wake_sender();
-    }
-
-    /// A publish reached every recipient (or was refused: it never will).
-    pub fn completed(&self) {
-        self.undelivered
-            .set(self.undelivered.get().saturating_sub(1));
-        self.wake_sender();
-    }
-
-    fn wake_sender(&self) {
-        if let Some(w) = self.sender_waker.take() {
-            w.wake();
-        }
-    }
-
-    /// Whether a sender with this `window` may publish now: fewer than `window` publishes
-    /// unanswered and, end to end, fewer than `window` not yet received everywhere.
-    pub fn window_has_room(&self, window: u32, end_to_end: bool) -> bool {
-        self.inflight.get() < window && (!end_to_end || self.undelivered.get() < window)
-    }
-
-    /// Waits until [`Link::window_has_room`], or `max` has passed.
-    pub async fn window_open(&self, window: u32, end_to_end: bool, max: Duration) {
-        let wait = poll_fn(|cx| {
-            if self.window_has_room(window, end_to_end) || self.closed.get() {
-                Poll::Ready(())
-            } else {
-                self.sender_waker.set(Some(cx.waker().clone()));
-                Poll::Pending
-            }
-        });
-        let _ = monoio::time::timeout(max, wait).await;
     }
 
     /// Ends the connection: the writer flushes what is queued and shuts the socket down.
     pub fn close(&self) {
-        self.closed.set(true);
+        self.window.close();
         self.wake_writer();
-        if let Some(w) = self.sender_waker.take() {
-            w.wake();
-        }
     }
 
     fn wake_writer(&self) {
@@ -132,7 +81,7 @@ async fn write_loop(link: Rc<Link>, mut wr: Writer) {
     let mut spare = Vec::with_capacity(4096);
     loop {
         poll_fn(|cx| {
-            if !link.out.borrow().is_empty() || link.closed.get() {
+            if !link.out.borrow().is_empty() || link.window.closed.get() {
                 Poll::Ready(())
             } else {
                 link.writer_waker.set(Some(cx.waker().clone()));
@@ -148,11 +97,11 @@ async fn write_loop(link: Rc<Link>, mut wr: Writer) {
                     spare = buf;
                 }
                 Err(_) => {
-                    link.closed.set(true);
+                    link.window.closed.set(true);
                     return;
                 }
             }
-        } else if link.closed.get() {
+        } else if link.window.closed.get() {
             wr.shutdown().await;
             return;
         }
@@ -168,7 +117,7 @@ async fn read_loop(link: Rc<Link>, local: Rc<Local>, mut rd: Reader) {
             let mut fr = link.framer.borrow_mut();
             link.proto
                 .on_read(&mut st, &mut rd, &mut fr, &mut out, |ev| {
-                    local.on_event(&link, ev)
+                    local.on_event(link.uid, &link.window, ev)
                 })
         };
         if let Err(e) = r {
@@ -182,10 +131,10 @@ async fn read_loop(link: Rc<Link>, local: Rc<Local>, mut rd: Reader) {
             Ok(_) => {}
         }
     }
-    if !link.closed.get() {
-        local.on_event(&link, Event::Closed);
+    if !link.window.closed.get() {
+        local.on_event(link.uid, &link.window, Event::Closed);
     }
-    link.closed.set(true);
+    link.window.closed.set(true);
     link.wake_writer();
 }
 

@@ -12,9 +12,9 @@ use std::sync::Arc;
 use hdrhistogram::Histogram;
 
 use crate::check::{StreamCheck, Verdict};
-use crate::link::Link;
 use crate::proto::Event;
 use crate::stamp::{now_us, Stamp};
+use crate::window::Window;
 
 /// Live counters of one thread, read by the progress line.
 #[derive(Default)]
@@ -93,8 +93,8 @@ pub struct Local {
     /// Group streams: receivers per message.
     fanout_size: RefCell<HashMap<u32, u32>>,
     fanout_left: RefCell<HashMap<(u32, u32), u32>>,
-    /// The sending connection of each stream with an end-to-end window.
-    senders: RefCell<HashMap<u32, Rc<Link>>>,
+    /// The window of each stream's sending connection, for streams with an end-to-end window.
+    senders: RefCell<HashMap<u32, Rc<Window>>>,
     /// Set when the run is ending: closes are not errors any more.
     pub stopping: Cell<bool>,
     pub last_delivery_us: Cell<u64>,
@@ -139,10 +139,10 @@ impl Local {
         self.fanout_size.borrow_mut().insert(stream, receivers);
     }
 
-    /// `link` sends `stream` with an end-to-end window: it hears when each message has
-    /// reached every recipient.
-    pub fn track(&self, stream: u32, link: Rc<Link>) {
-        self.senders.borrow_mut().insert(stream, link);
+    /// `stream` is sent with an end-to-end window: its sender's `window` hears when each
+    /// message has reached every recipient.
+    pub fn track(&self, stream: u32, window: Rc<Window>) {
+        self.senders.borrow_mut().insert(stream, window);
     }
 
     fn complete(&self, stream: u32) {
@@ -160,9 +160,10 @@ impl Local {
         Counters::add(&self.counters.errors, 1);
     }
 
-    pub fn on_event(&self, link: &Link, ev: Event) {
+    /// What arrived on the connection of user `uid`, whose publishes `window` tracks.
+    pub fn on_event(&self, uid: u32, window: &Window, ev: Event) {
         match ev {
-            Event::Delivered(Some(s)) if s.run == self.run => self.delivered(link.uid, s),
+            Event::Delivered(Some(s)) if s.run == self.run => self.delivered(uid, s),
             Event::Delivered(_) => self.checks.borrow_mut().stale += 1,
             Event::Acked(s) => {
                 if let Some(s) = s.filter(|s| s.run == self.run) {
@@ -171,19 +172,19 @@ impl Local {
                     *a = (*a).max(s.seq + 1);
                 }
                 Counters::add(&self.counters.acked, 1);
-                link.answered();
+                window.answered();
             }
             Event::Refused(code) => {
                 self.checks.borrow_mut().refused += 1;
                 self.error(&format!("publish_refused_{code}"));
-                link.answered();
-                link.completed();
+                window.answered();
+                window.completed();
             }
             Event::Closed => {
-                if !self.stopping.get() && !link.closed.get() {
+                if !self.stopping.get() && !window.closed.get() {
                     self.error("closed_by_target");
                 }
-                link.closed.set(true);
+                window.closed.set(true);
             }
         }
     }

@@ -16,6 +16,7 @@ mod runner;
 mod scenario;
 mod stamp;
 mod sys;
+mod window;
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::process::ExitCode;

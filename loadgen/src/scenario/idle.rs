@@ -61,7 +61,7 @@ pub async fn run(
         }
     }
     monoio::time::sleep(ctx.common.duration.saturating_sub(settle)).await;
-    let alive = links.iter().filter(|l| !l.closed.get()).count();
+    let alive = links.iter().filter(|l| !l.window.closed.get()).count();
     extra.insert("alive_at_end".into(), alive as f64);
     close_all(&local, &links).await;
     extra

@@ -148,9 +148,10 @@ pub async fn send_loop(local: Rc<Local>, link: Rc<Link>, plan: SendPlan, payload
     // count as latency.
     let phase = (plan.stream as f64 * 0.618_033_988_749_895).fract();
     let mut seq: u32 = 0;
-    while seq < plan.count && Instant::now() < plan.end && !link.closed.get() {
-        if !link.window_has_room(plan.window, plan.end_to_end) {
-            link.window_open(plan.window, plan.end_to_end, Duration::from_millis(50))
+    while seq < plan.count && Instant::now() < plan.end && !link.window.closed.get() {
+        if !link.window.has_room(plan.window, plan.end_to_end) {
+            link.window
+                .open(plan.window, plan.end_to_end, Duration::from_millis(50))
                 .await;
             continue;
         }
@@ -221,7 +222,7 @@ pub async fn timed_run(
             end_to_end: true,
             end,
         };
-        local.track(s.stream, link.clone());
+        local.track(s.stream, link.window.clone());
         tasks.push(monoio::spawn(send_loop(
             local.clone(),
             link,
@@ -242,8 +243,8 @@ pub async fn drain(local: &Local, links: &[Rc<Link>], timeout: Duration) {
     while Instant::now() < deadline {
         let inflight: u32 = links
             .iter()
-            .filter(|l| !l.closed.get())
-            .map(|l| l.inflight.get())
+            .filter(|l| !l.window.closed.get())
+            .map(|l| l.window.inflight.get())
             .sum();
         if inflight == 0 && local.outstanding() == 0 {
             break;

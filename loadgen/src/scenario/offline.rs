@@ -69,7 +69,7 @@ pub async fn run(t: usize, ctx: Arc<Ctx>, local: Rc<Local>, a: Offline) -> BTree
     let deadline = Instant::now() + ctx.common.drain_timeout;
     while links
         .iter()
-        .any(|l| l.inflight.get() > 0 && !l.closed.get())
+        .any(|l| l.window.inflight.get() > 0 && !l.window.closed.get())
         && Instant::now() < deadline
     {
         monoio::time::sleep(Duration::from_millis(10)).await;
