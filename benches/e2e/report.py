@@ -219,7 +219,9 @@ if r:
       f"{e.get('alive_at_end', 0):,.0f} alive at the end |")
 r = R.get("im-offline")
 if r:
-    w(f"| offline drain (200 users × 1,000 messages stored, then all connect) | {r['throughput']:,.0f} messages/s, "
+    cpu = r["extra"].get("drain_server_cpu_s")
+    per_core = f", {r['delivered'] / cpu:,.0f} per server CPU second" if cpu else ""
+    w(f"| offline drain (200 users × 1,000 messages stored, then all connect) | {r['throughput']:,.0f} messages/s{per_core}, "
       f"{r['delivered']:,} delivered in {r['elapsed_s']:.2f} s, checks {checks(r)} |")
 w("")
 

@@ -178,6 +178,10 @@ pub struct Offline {
     pub senders: u32,
     #[arg(long, default_value_t = 64)]
     pub window: u32,
+    /// The server's pid: its CPU time over the drain is read from /proc, for the drain rate
+    /// per server core.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
 }
 
 impl Common {

@@ -66,6 +66,7 @@ fn run(cli: Cli) -> anyhow::Result<Report> {
     sys::ensure_fds(conns).map_err(anyhow::Error::msg)?;
     let server_pid = match &cli.scenario {
         Scenario::Idle(a) => a.server_pid,
+        Scenario::Offline(a) => a.server_pid,
         _ => None,
     };
     let ctx = Arc::new(Ctx {

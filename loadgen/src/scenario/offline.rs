@@ -1,7 +1,8 @@
 //! `offline`: senders send `messages` to each of `receivers` users who are not connected;
 //! once every publish is acked, all receivers connect at once and the time until the last
 //! stored message arrives gives the drain rate (the report's throughput and elapsed time
-//! cover this second phase only).
+//! cover this second phase only). With `--server-pid`, the server's CPU time over the drain
+//! (from the common start to the moment every thread has drained) is `drain_server_cpu_s`.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -14,6 +15,7 @@ use crate::local::Local;
 use crate::proto::{padding, Dest};
 use crate::runner::Ctx;
 use crate::stamp::now_us;
+use crate::sys::cpu_seconds;
 
 pub async fn run(t: usize, ctx: Arc<Ctx>, local: Rc<Local>, a: Offline) -> BTreeMap<String, f64> {
     let receivers: Vec<u32> = (0..a.receivers)
@@ -37,7 +39,8 @@ pub async fn run(t: usize, ctx: Arc<Ctx>, local: Rc<Local>, a: Offline) -> BTree
         })
         .collect();
     let Some(links) = login_together(&ctx, &local, users).await else {
-        // Still meet the other threads at the start of phase 2.
+        // Still meet the other threads at the start and at the end of phase 2.
+        ctx.ready.wait();
         ctx.ready.wait();
         return BTreeMap::new();
     };
@@ -79,6 +82,7 @@ pub async fn run(t: usize, ctx: Arc<Ctx>, local: Rc<Local>, a: Offline) -> BTree
     // Phase 2: every thread's receivers connect together.
     ctx.ready.wait();
     local.phase_start_us.set(now_us());
+    let cpu_before = ctx.server_pid.filter(|_| t == 0).and_then(cpu_seconds);
     let users = receivers
         .iter()
         .map(|&r| UserSpec {
@@ -90,9 +94,19 @@ pub async fn run(t: usize, ctx: Arc<Ctx>, local: Rc<Local>, a: Offline) -> BTree
         Ok(l) => l,
         Err(e) => {
             super::failed(&local, e);
+            ctx.ready.wait(); // the end of phase 2, which the other threads wait for
             return BTreeMap::new();
         }
     };
     drain(&local, &rlinks, ctx.common.drain_timeout).await;
-    BTreeMap::new()
+    // Every thread has drained before the server's CPU is read (a blocking wait: nothing is
+    // left to do on this thread).
+    ctx.ready.wait();
+    let mut extra = BTreeMap::new();
+    if let (Some(pid), Some(before)) = (ctx.server_pid, cpu_before) {
+        if let Some(after) = cpu_seconds(pid) {
+            extra.insert("drain_server_cpu_s".to_string(), after - before);
+        }
+    }
+    extra
 }
