@@ -6,7 +6,7 @@
 //! owner shard of the user. Nothing here touches per-user state.
 
 use std::net::IpAddr;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -59,29 +59,16 @@ pub(crate) fn bind(cfg: &CoreConfig, port: u16) -> std::io::Result<TcpListener> 
         .reuse_addr(true)
         .backlog(cfg.net.backlog);
     let listener = TcpListener::bind_with_config(addr, &opts)?;
-    set_nodelay(listener.as_raw_fd())?;
+    with_socket(&listener, |s| s.set_nodelay(true))?;
     Ok(listener)
 }
 
-/// Sets TCP_NODELAY on a socket.
-fn set_nodelay(fd: RawFd) -> std::io::Result<()> {
-    let on: libc::c_int = 1;
-    // SAFETY: `fd` is an open socket owned by the caller; the option value is a valid
-    // c_int that outlives the call.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_NODELAY,
-            std::ptr::addr_of!(on).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+/// Runs `f` on the socket options of a descriptor `owner` holds open (socket2 takes a
+/// borrowed descriptor; monoio's sockets only give the raw one).
+fn with_socket<R>(owner: &impl AsRawFd, f: impl FnOnce(socket2::SockRef<'_>) -> R) -> R {
+    // SAFETY: `owner` keeps the descriptor open for the whole call.
+    let fd = unsafe { BorrowedFd::borrow_raw(owner.as_raw_fd()) };
+    f(socket2::SockRef::from(&fd))
 }
 
 /// Accepts until the shard stops.
@@ -372,26 +359,8 @@ async fn read_more(stream: &mut impl AsyncReadRent, buf: &mut Vec<u8>) -> Result
 mod tests {
     use super::*;
 
-    /// TCP_NODELAY of a socket.
-    fn nodelay(fd: RawFd) -> libc::c_int {
-        let mut on: libc::c_int = 0;
-        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: `fd` is an open socket; `on` and `len` are valid for the call.
-        let rc = unsafe {
-            libc::getsockopt(
-                fd,
-                libc::IPPROTO_TCP,
-                libc::TCP_NODELAY,
-                std::ptr::addr_of_mut!(on).cast(),
-                &mut len,
-            )
-        };
-        assert_eq!(rc, 0, "getsockopt: {}", std::io::Error::last_os_error());
-        on
-    }
-
     /// Accepts one connection through `bind` and returns the accepted socket's TCP_NODELAY.
-    async fn accepted_nodelay() -> libc::c_int {
+    async fn accepted_nodelay() -> bool {
         let mut cfg = CoreConfig::default();
         cfg.net.bind = "127.0.0.1".into();
         let listener = bind(&cfg, 0).expect("bind");
@@ -399,7 +368,7 @@ mod tests {
         // The handshake completes in the kernel's backlog before anything is accepted.
         let _client = std::net::TcpStream::connect(addr).expect("connect");
         let (stream, _) = listener.accept().await.expect("accept");
-        nodelay(stream.as_raw_fd())
+        with_socket(&stream, |s| s.nodelay()).expect("TCP_NODELAY")
     }
 
     /// Accepted sockets have Nagle off without a setsockopt of their own, under both drivers
@@ -409,12 +378,12 @@ mod tests {
         let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
             .build()
             .expect("runtime");
-        assert_eq!(rt.block_on(accepted_nodelay()), 1, "epoll driver");
+        assert!(rt.block_on(accepted_nodelay()), "epoll driver");
         if monoio::utils::detect_uring() {
             let mut rt = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
                 .build()
                 .expect("runtime");
-            assert_eq!(rt.block_on(accepted_nodelay()), 1, "io_uring driver");
+            assert!(rt.block_on(accepted_nodelay()), "io_uring driver");
         }
     }
 }
