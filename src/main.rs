@@ -31,6 +31,16 @@ fn trim_memory() {
     unsafe { libmimalloc_sys::mi_collect(false) }
 }
 
+/// Keeps the kernel from backing this process's memory with transparent huge pages
+/// (`runtime.huge_pages = false`): applies to memory touched from now on, whatever the
+/// allocator asks with madvise.
+fn no_huge_pages() {
+    // SAFETY: PR_SET_THP_DISABLE takes integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) } != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot turn transparent huge pages off");
+    }
+}
+
 const DEFAULT_CONFIG: &str = "config/imserver.toml";
 
 fn main() -> anyhow::Result<()> {
@@ -116,6 +126,9 @@ fn init_logs(cfg: &Config) -> anyhow::Result<()> {
 
 fn run(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     init_logs(&cfg)?;
+    if !cfg.runtime.huge_pages {
+        no_huge_pages();
+    }
     cfg.check_cluster()?;
 
     // Signals are blocked for every thread started after this point.

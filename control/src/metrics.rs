@@ -128,6 +128,13 @@ impl Collector for CoreMetrics {
             let v: i64 = s.iter().map(|x| x.connections(i)).sum();
             ConstGauge::new(v).encode(fam.encode_family(&[("transport", *t)])?)?;
         }
+        gauge(
+            &mut e,
+            "im_connections_sleeping",
+            "Open sessions whose connection sleeps (quiet for a second or more: no task until \
+             input or output wakes it); updated once a second.",
+            s.iter().map(|x| x.sleeping()).sum(),
+        )?;
         counter(
             &mut e,
             "im_connects",

@@ -96,6 +96,7 @@ pub struct ShardStats {
     refused: [AtomicU64; REFUSAL_CODES.len() + 1],
     send_queue_overflows: AtomicU64,
     relayed: AtomicU64,
+    sleeping: AtomicI64,
     delivery_us: AtomicHistogram,
     fanout_size: AtomicHistogram,
 }
@@ -112,6 +113,7 @@ impl Default for ShardStats {
             refused: Default::default(),
             send_queue_overflows: AtomicU64::new(0),
             relayed: AtomicU64::new(0),
+            sleeping: AtomicI64::new(0),
             delivery_us: AtomicHistogram::new(LATENCY_US),
             fanout_size: AtomicHistogram::new(FANOUT_SIZES),
         }
@@ -206,6 +208,16 @@ impl ShardStats {
     /// Open sessions on `transport` (index into [`TRANSPORTS`]).
     pub fn connections(&self, transport: usize) -> i64 {
         self.connections[transport].load(Ordering::Relaxed)
+    }
+
+    /// Sessions whose connection sleeps (no task; see `net::plain`), as of the shard's last
+    /// sweep (once a second).
+    pub fn sleeping(&self) -> i64 {
+        self.sleeping.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_sleeping(&self, n: usize) {
+        self.sleeping.store(n as i64, Ordering::Relaxed);
     }
 
     /// Sessions opened (CONNECT_ACK 0) since start.

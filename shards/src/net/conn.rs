@@ -16,6 +16,7 @@ use std::future::{poll_fn, Future};
 use std::os::fd::RawFd;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use im_protocol::ServerPacket;
@@ -41,8 +42,9 @@ pub(crate) trait Host: 'static {
     fn dispatch(self: &Rc<Self>, ev: In<'_>);
     /// The connection has a live session that reads input.
     fn is_open(&self, conn: ConnId) -> bool;
-    /// Resolves when the connection may read more input.
-    fn readable(&self, conn: ConnId) -> impl Future<Output = ()> + '_;
+    /// Ready when the connection may read more input; otherwise the task is woken when it
+    /// may.
+    fn poll_readable(&self, conn: ConnId, cx: &mut Context<'_>) -> Poll<()>;
     /// The writer of `conn` is done.
     fn conn_done(&self, conn: ConnId);
     /// The shard's read buffer, lent to a plain socket's reader for one `recv` at a time.
@@ -78,7 +80,7 @@ pub(crate) fn read_loop<H: Host>(
         }
         while open && shard.is_open(conn) {
             // Wait until the last read's publishes are committed (and mail has room).
-            shard.readable(conn).await;
+            poll_fn(|cx| shard.poll_readable(conn, cx)).await;
             if !shard.is_open(conn) {
                 break;
             }
@@ -121,7 +123,7 @@ pub(crate) fn read_loop<H: Host>(
 /// Hands the engine every packet in `buf` (one clock reading and one wake-up pass for all
 /// of them), then tells it the read is done. Returns the bytes consumed and whether the
 /// session still reads input.
-fn parse<H: Host>(
+pub(crate) fn parse<H: Host>(
     shard: &Rc<H>,
     conn: ConnId,
     buf: &mut [u8],
@@ -198,24 +200,8 @@ pub(crate) fn write_loop<H: Host>(
         {
             while !close && !batch.is_empty() {
                 let mut wbuf = shard.conns().borrow_mut().take_buf();
-                let mut items = 0;
-                while let Some(item) = batch.pop_front() {
-                    items += 1;
-                    match item {
-                        Out::Packet(p) => framing.put_packet(&mut wbuf, &p),
-                        Out::Small { buf, len } => {
-                            framing.put_packet(&mut wbuf, &buf[..len as usize])
-                        }
-                        Out::Raw(r) => wbuf.extend_from_slice(&r),
-                        Out::Close => {
-                            close = true;
-                            break;
-                        }
-                    }
-                    if wbuf.len() >= WRITE_BATCH {
-                        break;
-                    }
-                }
+                let items;
+                (items, close) = fill(&framing, &mut batch, &mut wbuf);
                 if !wbuf.is_empty() {
                     shard.conns().borrow_mut().write_started(conn, shard.now());
                     // Boxed: the write's state exists only while one is in progress.
@@ -246,6 +232,30 @@ pub(crate) fn write_loop<H: Host>(
             shutdown(fd, libc::SHUT_RDWR);
         }
     }
+}
+
+/// Frames queued items into `wbuf` until it holds [`WRITE_BATCH`] bytes, the queue is
+/// empty or a close comes. Returns the items taken (the close too) and whether it was a
+/// close.
+pub(crate) fn fill(
+    framing: &Framing,
+    batch: &mut VecDeque<Out>,
+    wbuf: &mut Vec<u8>,
+) -> (usize, bool) {
+    let mut items = 0;
+    while let Some(item) = batch.pop_front() {
+        items += 1;
+        match item {
+            Out::Packet(p) => framing.put_packet(wbuf, &p),
+            Out::Small { buf, len } => framing.put_packet(wbuf, &buf[..len as usize]),
+            Out::Raw(r) => wbuf.extend_from_slice(&r),
+            Out::Close => return (items, true),
+        }
+        if wbuf.len() >= WRITE_BATCH {
+            break;
+        }
+    }
+    (items, false)
 }
 
 /// `shutdown(2)` on a socket we still own (its halves are alive until the tasks end).

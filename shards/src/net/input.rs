@@ -10,8 +10,10 @@
 //! keeps per-connection buffers anyway.
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::io;
 use std::os::fd::RawFd;
+use std::pin::Pin;
 
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, OwnedReadHalf};
@@ -84,6 +86,39 @@ impl SocketInput {
             carry,
             wait_first,
         }
+    }
+
+    /// A connection woken from sleep: nothing pending. `has_input`: the sleep set reported
+    /// input, so the first read does not wait for readiness first.
+    pub fn resume(half: OwnedReadHalf<TcpStream>, fd: RawFd, has_input: bool) -> Self {
+        Self {
+            half,
+            fd,
+            carry: Vec::new(),
+            wait_first: !has_input,
+        }
+    }
+
+    /// No part of a frame is held: nothing would be lost if the connection slept.
+    pub fn is_idle(&self) -> bool {
+        self.carry.is_empty()
+    }
+
+    /// A wait for readiness that owns a handle to the socket (kept across polls by a task
+    /// that also waits for other things).
+    pub fn wait_ready(&self) -> Pin<Box<dyn Future<Output = io::Result<()>>>> {
+        let stream = self.half.0.clone();
+        Box::pin(async move {
+            // SAFETY: as in `ready`: `readable` takes `&self` and only clones the shared
+            // descriptor into a poll operation.
+            let s = unsafe { &*stream.get() };
+            s.readable(false).await
+        })
+    }
+
+    /// The read half back (to be reunited with the write half when the connection sleeps).
+    pub fn into_half(self) -> OwnedReadHalf<TcpStream> {
+        self.half
     }
 
     /// Keeps what `f` left of `bytes` for the next read.

@@ -6,14 +6,22 @@
 //! sent it all, so memory follows the connections that are busy, not the ones that are
 //! open. Write timeouts are one map of the writes in progress, checked on the shard's timer
 //! tick, not a timer per write.
+//!
+//! A plain connection that has been quiet for a while sleeps: its task ends and its socket
+//! waits here (see [`crate::net::plain`]). Output for it, or input (through the shard's
+//! [`Sleepers`]), puts it on the list of connections to wake, which the shard's wake task
+//! takes with [`ConnTable::poll_woken`].
 
 use std::collections::VecDeque;
 use std::os::fd::RawFd;
 use std::task::{Context, Poll, Waker};
 
+use monoio::net::TcpStream;
 use rustc_hash::FxHashMap as HashMap;
 
 use crate::engine::{ConnId, Out, Time};
+use crate::net::sleep::Sleepers;
+use crate::net::transport::TransportKind;
 
 /// Spare queues and buffers kept per shard (enough for every writer busy at once).
 const POOL_MAX: usize = 1024;
@@ -28,10 +36,21 @@ struct Conn {
     writer: Option<Waker>,
     /// The reader, parked until the engine lets it read again.
     reader: Option<Waker>,
+    /// The socket of a sleeping connection (it has no task).
+    asleep: Option<Box<TcpStream>>,
     /// The socket, shut down when a write outlives the write timeout.
     fd: RawFd,
+    kind: TransportKind,
     /// The reader saw the peer close its side.
     peer_closed: bool,
+    /// A plain connection: it may sleep.
+    plain: bool,
+    /// The sweep asked its task to consider sleeping.
+    sleep_asked: bool,
+    /// On the list of connections to wake.
+    waking: bool,
+    /// The socket is in the sleep set (disarmed or armed).
+    in_sleep_set: bool,
 }
 
 /// The connections of one shard (inside the shard's `RefCell`).
@@ -42,18 +61,48 @@ pub(crate) struct ConnTable {
     writing: HashMap<ConnId, Time>,
     spare_queues: Vec<VecDeque<Out>>,
     spare_bufs: Vec<Vec<u8>>,
+    /// Where sleeping sockets wait for input (none: connections never sleep).
+    sleepers: Option<Sleepers>,
+    /// Sleeping connections to wake, and the task that wakes them.
+    woken: Vec<ConnId>,
+    waker: Option<Waker>,
+    asleep: usize,
 }
 
 impl ConnTable {
-    pub fn insert(&mut self, conn: ConnId, fd: RawFd) {
+    /// A table whose plain connections may sleep in `sleepers`.
+    pub fn with_sleepers(sleepers: Option<Sleepers>) -> Self {
+        Self {
+            sleepers,
+            ..Self::default()
+        }
+    }
+
+    /// No connection sleeps from now on (there is no way to wake them).
+    pub fn disable_sleep(&mut self) {
+        self.sleepers = None;
+    }
+
+    pub fn sleepers(&self) -> Option<&Sleepers> {
+        self.sleepers.as_ref()
+    }
+
+    /// A new connection; `plain` ones (no TLS) may sleep.
+    pub fn insert(&mut self, conn: ConnId, fd: RawFd, kind: TransportKind, plain: bool) {
         self.conns.insert(
             conn,
             Conn {
                 out: VecDeque::new(),
                 writer: None,
                 reader: None,
+                asleep: None,
                 fd,
+                kind,
                 peer_closed: false,
+                plain,
+                sleep_asked: false,
+                waking: false,
+                in_sleep_set: false,
             },
         );
     }
@@ -61,6 +110,9 @@ impl ConnTable {
     /// Forgets a connection whose writer is done.
     pub fn remove(&mut self, conn: ConnId) {
         if let Some(c) = self.conns.remove(&conn) {
+            if c.asleep.is_some() {
+                self.asleep -= 1;
+            }
             self.recycle_queue(c.out);
         }
         self.writing.remove(&conn);
@@ -84,6 +136,12 @@ impl ConnTable {
         c.out.push_back(item);
         if let Some(w) = c.writer.take() {
             w.wake();
+        } else if c.asleep.is_some() && !c.waking {
+            c.waking = true;
+            self.woken.push(conn);
+            if let Some(w) = self.waker.take() {
+                w.wake();
+            }
         }
     }
 
@@ -107,6 +165,92 @@ impl ConnTable {
         }
         std::mem::swap(&mut c.out, batch);
         Poll::Ready(true)
+    }
+
+    /// Asks every awake plain connection whose task is parked with nothing to write to
+    /// consider sleeping (its task decides, from when it was last busy). One pass per
+    /// sweep; a connection is asked at most once per sweep.
+    pub fn ask_to_sleep(&mut self) {
+        if self.sleepers.is_none() {
+            return;
+        }
+        for c in self.conns.values_mut() {
+            if c.plain && c.asleep.is_none() && !c.sleep_asked {
+                if let Some(w) = c.writer.take() {
+                    c.sleep_asked = true;
+                    w.wake();
+                }
+            }
+        }
+    }
+
+    /// Whether the sweep asked the connection to sleep (the request is used up).
+    pub fn take_sleep_request(&mut self, conn: ConnId) -> bool {
+        self.conns
+            .get_mut(&conn)
+            .is_some_and(|c| std::mem::take(&mut c.sleep_asked))
+    }
+
+    /// Arms the sleep set for the connection's socket. False: it cannot sleep now.
+    pub fn arm_sleep(&mut self, conn: ConnId) -> bool {
+        let (Some(sl), Some(c)) = (self.sleepers.as_ref(), self.conns.get_mut(&conn)) else {
+            return false;
+        };
+        match sl.arm(c.fd, conn, c.in_sleep_set) {
+            Ok(()) => {
+                c.in_sleep_set = true;
+                true
+            }
+            Err(e) => {
+                tracing::debug!(session = conn, error = %e, "cannot put connection to sleep");
+                false
+            }
+        }
+    }
+
+    /// The connection's task has ended, leaving its socket here (armed by
+    /// [`ConnTable::arm_sleep`]). The task's wakers go with it. A connection with output
+    /// already queued is woken at once.
+    pub fn put_to_sleep(&mut self, conn: ConnId, stream: TcpStream) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.asleep = Some(Box::new(stream));
+        c.reader = None;
+        c.writer = None;
+        self.asleep += 1;
+        if !c.out.is_empty() && !c.waking {
+            c.waking = true;
+            self.woken.push(conn);
+            if let Some(w) = self.waker.take() {
+                w.wake();
+            }
+        }
+    }
+
+    /// Takes a sleeping connection's socket to give it a task again. `None`: the
+    /// connection is awake or gone.
+    pub fn wake(&mut self, conn: ConnId) -> Option<(TcpStream, TransportKind)> {
+        let c = self.conns.get_mut(&conn)?;
+        c.waking = false;
+        let stream = c.asleep.take()?;
+        self.asleep -= 1;
+        Some((*stream, c.kind))
+    }
+
+    /// Moves the connections to wake into `out`, or parks the wake task. True: some.
+    pub fn poll_woken(&mut self, cx: &mut Context<'_>, out: &mut Vec<ConnId>) -> bool {
+        if self.woken.is_empty() {
+            self.waker = Some(cx.waker().clone());
+            return false;
+        }
+        std::mem::swap(&mut self.woken, out);
+        true
+    }
+
+    /// Connections sleeping now.
+    pub fn sleeping(&self) -> usize {
+        self.asleep
     }
 
     /// Parks the connection's reader until [`ConnTable::wake_reader`].
@@ -206,7 +350,7 @@ mod tests {
     #[test]
     fn a_parked_writer_holds_no_queue_and_is_woken_in_order() {
         let mut t = ConnTable::default();
-        t.insert(1, -1);
+        t.insert(1, -1, TransportKind::Tcp, false);
         let count = Arc::new(Count(0.into()));
         let waker = Waker::from(count.clone());
         let mut cx = Context::from_waker(&waker);
@@ -234,8 +378,8 @@ mod tests {
     #[test]
     fn overdue_writes_are_reported_once() {
         let mut t = ConnTable::default();
-        t.insert(1, 10);
-        t.insert(2, 20);
+        t.insert(1, 10, TransportKind::Tcp, false);
+        t.insert(2, 20, TransportKind::Tcp, false);
         t.write_started(1, Time(0));
         t.write_started(2, Time(500));
         t.write_finished(2);

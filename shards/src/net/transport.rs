@@ -78,6 +78,11 @@ impl Framing {
         }
     }
 
+    /// No WebSocket message is half reassembled.
+    pub fn is_idle(&self) -> bool {
+        self.partial.is_none()
+    }
+
     /// Finds the next event in `buf`; returns it with the number of bytes it used.
     /// `Ok(None)`: more input is needed. WebSocket payloads are unmasked in place.
     pub fn next(

@@ -1,8 +1,10 @@
 //! One shard's driver: a monoio runtime on its own (pinned) thread that feeds the shard's
 //! [`Engine`] events and carries out its actions, never blocking the thread.
 //!
-//! Tasks on a shard: the listeners (pre-auth, [`crate::listener`]), one reader and one
-//! writer per connection ([`crate::conn`]), the mailbox loop (mail from other shards and
+//! Tasks on a shard: the listeners (pre-auth, [`crate::listener`]), one task per plain
+//! connection that is awake ([`crate::net::plain`]; a quiet one sleeps without a task
+//! until the wake task gives it one again), a reader and a writer per TLS connection
+//! ([`crate::conn`]), the mailbox loop (mail from other shards and
 //! the control plane), the fan-out worker (one step of a large group batch at a time,
 //! yielding to the runtime between steps), the timer (heartbeats, redelivery) and one
 //! short task per storage or group-store operation awaiting its reply. Every one of them
@@ -17,16 +19,16 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::{Arc, OnceLock};
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
 use im_storage::{GroupStore, StoreHandle};
-use monoio::io::{AsyncWriteRent, Splitable};
+use monoio::io::Splitable;
 use monoio::net::TcpStream;
 use rustc_hash::FxHashMap as HashMap;
 
@@ -39,11 +41,13 @@ use crate::engine::{Action, ConnId, Engine, Event, Time, Token};
 use crate::membership::GroupCache;
 use crate::net::conn;
 use crate::net::handoff::{Arrival, Handoff};
-use crate::net::input::{Input, OwnedInput, SocketInput};
+use crate::net::input::{OwnedInput, SocketInput};
 use crate::net::listener;
+use crate::net::plain::PlainConn;
+use crate::net::sleep::Sleepers;
 use crate::net::table::ConnTable;
 use crate::net::tls_session;
-use crate::net::transport::TransportKind;
+use crate::net::transport::{Framing, TransportKind};
 use crate::route::link::ClusterLink;
 use crate::route::mailbox::Mesh;
 use crate::route::nodes::NodeMap;
@@ -168,7 +172,13 @@ impl Shard {
             engine: RefCell::new(engine),
             actions: RefCell::new(Vec::new()),
             ready: RefCell::new(VecDeque::new()),
-            conns: RefCell::new(ConnTable::default()),
+            conns: RefCell::new(ConnTable::with_sleepers(
+                Sleepers::new()
+                    .inspect_err(
+                        |e| tracing::warn!(shard = id, error = %e, "connections will not sleep"),
+                    )
+                    .ok(),
+            )),
             read_buf: RefCell::new(Vec::new()),
             next_conn: Cell::new(0),
             replies: RefCell::new(HashMap::default()),
@@ -302,22 +312,20 @@ impl Shard {
         self.engine.borrow().is_open(conn)
     }
 
-    /// Resolves when the connection may read more input: its publishes are committed, no
-    /// mail waits for room and the storage queue is below its limit.
-    pub async fn readable(&self, conn: ConnId) {
-        poll_fn(|cx| {
-            if !self.engine.borrow().may_read(conn) {
-                self.conns.borrow_mut().park_reader(conn, cx.waker());
-                return Poll::Pending;
-            }
-            let mut ob = self.outbox.borrow_mut();
-            if ob.len > 0 {
-                ob.waiting.push(cx.waker().clone());
-                return Poll::Pending;
-            }
-            self.store.poll_room(cx)
-        })
-        .await
+    /// Ready when the connection may read more input: its publishes are committed, no mail
+    /// waits for room and the storage queue is below its limit. Otherwise the task is
+    /// woken when that may have changed.
+    pub fn poll_readable(&self, conn: ConnId, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.engine.borrow().may_read(conn) {
+            self.conns.borrow_mut().park_reader(conn, cx.waker());
+            return Poll::Pending;
+        }
+        let mut ob = self.outbox.borrow_mut();
+        if ob.len > 0 {
+            ob.waiting.push(cx.waker().clone());
+            return Poll::Pending;
+        }
+        self.store.poll_room(cx)
     }
 
     /// The writer of `conn` is done: the connection leaves the shard.
@@ -353,27 +361,30 @@ impl Shard {
             None => {
                 let (rd, wr) = stream.into_split();
                 let pending = std::mem::take(&mut h.leftover);
-                self.adopt(SocketInput::new(rd, fd, pending), wr, fd, h)
+                let conn = self.open(fd, &h, true);
+                let input = SocketInput::new(rd, fd, pending);
+                monoio::spawn(PlainConn::new(self.clone(), conn, input, h.framing, wr, fd));
             }
             Some(st) => match tls_session::resume(stream, st, &mut h.leftover) {
                 Ok((rd, wr)) => {
                     let pending = std::mem::take(&mut h.leftover);
-                    self.adopt(OwnedInput::new(rd, pending), wr, fd, h)
+                    let conn = self.open(fd, &h, false);
+                    let kind = h.framing.kind;
+                    monoio::spawn(conn::write_loop(self.clone(), conn, kind, fd, wr));
+                    let input = OwnedInput::new(rd, pending);
+                    monoio::spawn(conn::read_loop(self.clone(), conn, input, h.framing));
                 }
                 Err(e) => tracing::debug!(error = %e, "TLS session could not be resumed"),
             },
         }
     }
 
-    fn adopt<I, W>(self: &Rc<Self>, input: I, wr: W, fd: RawFd, h: Arrival)
-    where
-        I: Input + 'static,
-        W: AsyncWriteRent + 'static,
-    {
+    /// Gives an adopted connection its id, table entry and session.
+    fn open(self: &Rc<Self>, fd: RawFd, h: &Arrival, plain: bool) -> ConnId {
         let conn = self.next_conn.get();
         self.next_conn.set(conn + 1);
-        self.conns.borrow_mut().insert(conn, fd);
         let kind: TransportKind = h.framing.kind;
+        self.conns.borrow_mut().insert(conn, fd, kind, plain);
         self.dispatch(Event::Open {
             conn,
             uid: h.uid,
@@ -381,8 +392,71 @@ impl Shard {
             ext: h.flags & im_protocol::packet::FLAG_EXTENSIONS != 0,
             kind,
         });
-        monoio::spawn(conn::write_loop(self.clone(), conn, kind, fd, wr));
-        monoio::spawn(conn::read_loop(self.clone(), conn, input, h.framing));
+        conn
+    }
+
+    /// Gives sleeping connections (output for them, or input reported by the sleep set)
+    /// their tasks again. Runs until the runtime ends.
+    async fn wake_loop(self: Rc<Self>) {
+        let watcher = match self.conns.borrow().sleepers().map(Sleepers::watcher) {
+            Some(Ok(w)) => Some(w),
+            Some(Err(e)) => {
+                tracing::warn!(shard = self.id, error = %e, "connections will not sleep");
+                None
+            }
+            None => None,
+        };
+        if watcher.is_none() {
+            // Nothing can sleep without a way to wake: stop the sweep from asking.
+            self.conns.borrow_mut().disable_sleep();
+        }
+        let mut woken = Vec::new();
+        loop {
+            let mut input = watcher.as_ref().map(|w| Box::pin(w.readable(false)));
+            loop {
+                let epoll = poll_fn(|cx| {
+                    if let Some(Poll::Ready(r)) = input.as_mut().map(|f| f.as_mut().poll(cx)) {
+                        return Poll::Ready(Some(r));
+                    }
+                    if self.conns.borrow_mut().poll_woken(cx, &mut woken) {
+                        return Poll::Ready(None);
+                    }
+                    Poll::Pending
+                })
+                .await;
+                for conn in woken.drain(..) {
+                    self.resume(conn, false);
+                }
+                match epoll {
+                    None => continue,
+                    Some(Ok(())) => break,
+                    Some(Err(e)) => {
+                        tracing::warn!(shard = self.id, error = %e, "sleep set wait failed");
+                        monoio::time::sleep(Duration::from_millis(20)).await;
+                        break;
+                    }
+                }
+            }
+            drop(input.take());
+            if let Some(sl) = self.conns.borrow().sleepers() {
+                sl.ready(&mut woken);
+            }
+            for conn in woken.drain(..) {
+                self.resume(conn, true);
+            }
+        }
+    }
+
+    /// A new task for a sleeping connection. `has_input`: the sleep set reported input.
+    fn resume(self: &Rc<Self>, conn: ConnId, has_input: bool) {
+        let Some((stream, kind)) = self.conns.borrow_mut().wake(conn) else {
+            return;
+        };
+        let fd = stream.as_raw_fd();
+        let (rd, wr) = stream.into_split();
+        let input = SocketInput::resume(rd, fd, has_input);
+        let framing = Framing::new(kind);
+        monoio::spawn(PlainConn::new(self.clone(), conn, input, framing, wr, fd));
     }
 
     fn handle_mail(self: &Rc<Self>, t: Time, mail: Mail) {
@@ -521,6 +595,7 @@ pub(crate) async fn run(
     let _ = ready.send(Ok(()));
     monoio::spawn(shard.clone().fanout_worker());
     monoio::spawn(shard.clone().timer());
+    monoio::spawn(shard.clone().wake_loop());
     shard.clone().mailbox_loop().await;
 
     // Shutdown, phase 1: stop accepting, close sessions (their pushes go to storage).

@@ -44,8 +44,8 @@ impl conn::Host for Shard {
         Shard::is_open(self, conn)
     }
 
-    fn readable(&self, conn: ConnId) -> impl std::future::Future<Output = ()> + '_ {
-        Shard::readable(self, conn)
+    fn poll_readable(&self, conn: ConnId, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        Shard::poll_readable(self, conn, cx)
     }
 
     fn conn_done(&self, conn: ConnId) {

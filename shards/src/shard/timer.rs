@@ -34,6 +34,13 @@ impl Shard {
             // Only on a quiet shard: under load the freed pages are about to be used again,
             // and handing them back would cost a page fault each.
             if t.micros_since(trimmed) >= TRIM_EVERY_US {
+                // Once a second, the sweep of quiet connections (see `net::plain`).
+                let sleeping = {
+                    let mut conns = self.conns.borrow_mut();
+                    conns.ask_to_sleep();
+                    conns.sleeping()
+                };
+                self.stats.set_sleeping(sleeping);
                 let quiet = self.events.get() - events_then < TRIM_QUIET_EVENTS;
                 (trimmed, events_then) = (t, self.events.get());
                 if let (true, Some(trim)) = (quiet, MEMORY_TRIM.get()) {
