@@ -126,7 +126,7 @@ def main():
         "machine's slab and TCP buffer memory after minus before, so it counts **both ends** of every loopback "
         f"connection (loadgen's and the server's). Server CPU over {HOLD - 8 if HOLD > 16 else HOLD / 2:.0f} s "
         "of the idle hold, after the logins."
-        + (" `base-tcp` is the build before the idle-memory work (`BASE` "
+        + (" `base-tcp` is an earlier build of this server (`BASE` "
            f"{os.path.basename(os.environ['BASE'])}), same settings." if os.environ.get("BASE") else ""),
         "",
         "| target | connections alive | process RSS / conn | vs mosquitto | kernel slab / conn (both ends) | TCP buffers / conn | server cores while idle |",

@@ -168,14 +168,14 @@ impl ConnTable {
     }
 
     /// Asks every awake plain connection whose task is parked with nothing to write to
-    /// consider sleeping (its task decides, from when it was last busy). One pass per
-    /// sweep; a connection is asked at most once per sweep.
+    /// consider sleeping (its task decides, from when it was last busy; a request it
+    /// declines stays, and the next sweep wakes it again).
     pub fn ask_to_sleep(&mut self) {
         if self.sleepers.is_none() {
             return;
         }
         for c in self.conns.values_mut() {
-            if c.plain && c.asleep.is_none() && !c.sleep_asked {
+            if c.plain && c.asleep.is_none() {
                 if let Some(w) = c.writer.take() {
                     c.sleep_asked = true;
                     w.wake();

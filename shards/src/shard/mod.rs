@@ -43,7 +43,7 @@ use crate::net::conn;
 use crate::net::handoff::{Arrival, Handoff};
 use crate::net::input::{OwnedInput, SocketInput};
 use crate::net::listener;
-use crate::net::plain::PlainConn;
+use crate::net::plain::plain_conn;
 use crate::net::sleep::Sleepers;
 use crate::net::table::ConnTable;
 use crate::net::tls_session;
@@ -363,7 +363,7 @@ impl Shard {
                 let pending = std::mem::take(&mut h.leftover);
                 let conn = self.open(fd, &h, true);
                 let input = SocketInput::new(rd, fd, pending);
-                monoio::spawn(PlainConn::new(self.clone(), conn, input, h.framing, wr, fd));
+                monoio::spawn(plain_conn(self.clone(), conn, input, h.framing, wr, fd));
             }
             Some(st) => match tls_session::resume(stream, st, &mut h.leftover) {
                 Ok((rd, wr)) => {
@@ -456,7 +456,7 @@ impl Shard {
         let (rd, wr) = stream.into_split();
         let input = SocketInput::resume(rd, fd, has_input);
         let framing = Framing::new(kind);
-        monoio::spawn(PlainConn::new(self.clone(), conn, input, framing, wr, fd));
+        monoio::spawn(plain_conn(self.clone(), conn, input, framing, wr, fd));
     }
 
     fn handle_mail(self: &Rc<Self>, t: Time, mail: Mail) {
