@@ -1,4 +1,6 @@
-//! The two tasks of an established connection on its owner shard.
+//! The two tasks of an established TLS connection on its owner shard (a plain connection
+//! runs both sides in one task, [`crate::net::plain`], which shares this file's `Host`,
+//! `parse`, `fill` and `shutdown`).
 //!
 //! - The reader owns the connection's [`Input`] and transport decoder: it parses everything
 //!   a read brought, hands each packet to the engine, tells it the read is done, waits

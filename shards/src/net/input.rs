@@ -112,8 +112,12 @@ impl SocketInput {
     pub fn wait_ready(&self) -> impl Future<Output = io::Result<()>> {
         let stream = self.half.0.clone();
         async move {
-            // SAFETY: as in `ready`: `readable` takes `&self` and only clones the shared
-            // descriptor into a poll operation.
+            // SAFETY: monoio's split halves share the stream through an `UnsafeCell`
+            // (TcpStream is `Split`: its halves may be used at the same time); `readable`
+            // takes `&self` and only clones the shared descriptor into a poll operation,
+            // touching nothing the write half uses. Not relaxed: under the legacy driver
+            // this re-checks with poll(2), so a readiness left over from bytes we already
+            // took with our own recv does not spin.
             let s = unsafe { &*stream.get() };
             s.readable(false).await
         }
@@ -197,14 +201,7 @@ impl Input for SocketInput {
     }
 
     async fn ready(&mut self) -> io::Result<()> {
-        // SAFETY: monoio's split halves share the stream through an `UnsafeCell` (TcpStream
-        // is `Split`: its halves may be used at the same time); `readable` takes `&self`
-        // and only clones the shared descriptor into a poll operation, touching nothing the
-        // write half uses.
-        let stream = unsafe { &*self.half.0.get() };
-        // Not relaxed: under the legacy driver this re-checks with poll(2), so a readiness
-        // left over from bytes we already took with our own recv does not spin.
-        stream.readable(false).await
+        self.wait_ready().await
     }
 }
 

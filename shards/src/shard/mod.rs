@@ -19,7 +19,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::future::{poll_fn, Future};
+use std::future::poll_fn;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::{Arc, OnceLock};
@@ -47,7 +47,7 @@ use crate::net::plain::plain_conn;
 use crate::net::sleep::Sleepers;
 use crate::net::table::ConnTable;
 use crate::net::tls_session;
-use crate::net::transport::{Framing, TransportKind};
+use crate::net::transport::TransportKind;
 use crate::route::link::ClusterLink;
 use crate::route::mailbox::Mesh;
 use crate::route::nodes::NodeMap;
@@ -57,6 +57,7 @@ use crate::stats::ShardStats;
 mod actions;
 mod ports;
 mod timer;
+mod wake;
 
 pub(crate) use timer::MEMORY_TRIM;
 
@@ -393,70 +394,6 @@ impl Shard {
             kind,
         });
         conn
-    }
-
-    /// Gives sleeping connections (output for them, or input reported by the sleep set)
-    /// their tasks again. Runs until the runtime ends.
-    async fn wake_loop(self: Rc<Self>) {
-        let watcher = match self.conns.borrow().sleepers().map(Sleepers::watcher) {
-            Some(Ok(w)) => Some(w),
-            Some(Err(e)) => {
-                tracing::warn!(shard = self.id, error = %e, "connections will not sleep");
-                None
-            }
-            None => None,
-        };
-        if watcher.is_none() {
-            // Nothing can sleep without a way to wake: stop the sweep from asking.
-            self.conns.borrow_mut().disable_sleep();
-        }
-        let mut woken = Vec::new();
-        loop {
-            let mut input = watcher.as_ref().map(|w| Box::pin(w.readable(false)));
-            loop {
-                let epoll = poll_fn(|cx| {
-                    if let Some(Poll::Ready(r)) = input.as_mut().map(|f| f.as_mut().poll(cx)) {
-                        return Poll::Ready(Some(r));
-                    }
-                    if self.conns.borrow_mut().poll_woken(cx, &mut woken) {
-                        return Poll::Ready(None);
-                    }
-                    Poll::Pending
-                })
-                .await;
-                for conn in woken.drain(..) {
-                    self.resume(conn, false);
-                }
-                match epoll {
-                    None => continue,
-                    Some(Ok(())) => break,
-                    Some(Err(e)) => {
-                        tracing::warn!(shard = self.id, error = %e, "sleep set wait failed");
-                        monoio::time::sleep(Duration::from_millis(20)).await;
-                        break;
-                    }
-                }
-            }
-            drop(input.take());
-            if let Some(sl) = self.conns.borrow().sleepers() {
-                sl.ready(&mut woken);
-            }
-            for conn in woken.drain(..) {
-                self.resume(conn, true);
-            }
-        }
-    }
-
-    /// A new task for a sleeping connection. `has_input`: the sleep set reported input.
-    fn resume(self: &Rc<Self>, conn: ConnId, has_input: bool) {
-        let Some((stream, kind)) = self.conns.borrow_mut().wake(conn) else {
-            return;
-        };
-        let fd = stream.as_raw_fd();
-        let (rd, wr) = stream.into_split();
-        let input = SocketInput::resume(rd, fd, has_input);
-        let framing = Framing::new(kind);
-        monoio::spawn(plain_conn(self.clone(), conn, input, framing, wr, fd));
     }
 
     fn handle_mail(self: &Rc<Self>, t: Time, mail: Mail) {
