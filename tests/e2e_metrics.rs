@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use common::api::call;
 use common::{msg_id, Client, Kind, Server};
-use im_protocol::{ClientPacket, ServerPacket};
 
 fn start() -> Server {
     Server::start(common::driver(), &[])
@@ -51,11 +50,7 @@ fn metrics_match_the_traffic() {
     bad.send(&common::connect_packet("3", "not-a-token", Some(1)));
     assert_eq!(bad.recv_packet(), vec![2, 3]);
     // The last ack must have been processed before the scrape.
-    b.send(&ClientPacket::Ping.to_vec());
-    assert_eq!(
-        ServerPacket::decode(&b.recv_packet()),
-        Ok(ServerPacket::PingResp)
-    );
+    b.ping();
 
     let s = scrape(&srv);
     let counter = |name: &str, l: (&str, &str)| value(&s, name, Some(l));

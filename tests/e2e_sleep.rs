@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{msg_id, Client, Driver, Kind, Recv, Server};
+use common::{msg_id, Driver, Kind, Recv, Server};
 use im_protocol::{framing, ClientPacket, ServerPacket};
 
 const S: Duration = Duration::from_secs(1);
@@ -38,14 +38,6 @@ fn until_sleeping(srv: &Server, n: u64) {
     }
 }
 
-fn ping(c: &mut Client) {
-    c.send(&ClientPacket::Ping.to_vec());
-    assert_eq!(
-        ServerPacket::decode(&c.recv_packet()),
-        Ok(ServerPacket::PingResp)
-    );
-}
-
 fn quiet_connections_sleep_and_wake_for_input_and_output(d: Driver) {
     let srv = Server::start(d, &[]);
     let mut a = srv.connect(41, Kind::Tcp);
@@ -58,14 +50,14 @@ fn quiet_connections_sleep_and_wake_for_input_and_output(d: Driver) {
     a.publish_acked(42, &msg_id(2), b"and back");
     assert_eq!(common::content(&b.recv_push_ack().1), "and back");
     until_sleeping(&srv, 2);
-    ping(&mut a);
-    ping(&mut b);
+    a.ping();
+    b.ping();
     // A kick reaches a sleeping session: LOGOUT, then the close.
     until_sleeping(&srv, 2);
     let mut a2 = srv.connect(41, Kind::Ws);
     let seen = a.expect_closed(3 * S);
     assert_eq!(seen, vec![vec![20]], "LOGOUT then close");
-    ping(&mut a2);
+    a2.ping();
     // A client that goes away while its connection sleeps is noticed.
     until_sleeping(&srv, 2);
     drop(b);
@@ -129,7 +121,7 @@ fn heartbeats_reach_sleeping_connections(d: Driver) {
     }
     let seen = dead.expect_closed(3 * S);
     assert!(seen.iter().all(|p| p == &vec![7]), "{seen:?}");
-    ping(&mut alive);
+    alive.ping();
 }
 
 both_drivers!(

@@ -32,11 +32,7 @@ fn tls_transports_exchange_messages(d: Driver) {
     b.publish_acked(3, &msg_id(4), b"wss to plain");
     assert_eq!(content(&c.recv_push_ack().1), "wss to plain");
     // Heartbeat-level traffic and a clean end.
-    a.send(&ClientPacket::Ping.to_vec());
-    assert_eq!(
-        ServerPacket::decode(&a.recv_packet()),
-        Ok(ServerPacket::PingResp)
-    );
+    a.ping();
 }
 
 /// CONNECT and 50 PUBLISHes (~50 KB, several TLS records) in one TLS write, before the

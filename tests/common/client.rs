@@ -274,6 +274,15 @@ impl Client {
         );
     }
 
+    /// Sends PING and expects PINGRESP (also: everything sent before it was processed).
+    pub fn ping(&mut self) {
+        self.send(&ClientPacket::Ping.to_vec());
+        assert_eq!(
+            ServerPacket::decode(&self.recv_packet()),
+            Ok(ServerPacket::PingResp)
+        );
+    }
+
     /// Publishes and waits for the PUB_ACK.
     pub fn publish_acked(&mut self, to: u32, id: &MsgId, payload: &[u8]) {
         self.publish(to, id, payload);
