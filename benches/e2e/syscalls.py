@@ -4,7 +4,9 @@
 Counts the server's system calls with `perf stat` (syscall tracepoints) over a loadgen run and
 divides by what loadgen counted in the same run: per login (`connect --concurrency 16`) and per
 delivery of the unloaded round trip (`p2p --pairs 1 --window 1`) with the pair on one shard and
-across shards (uid bases from uid_base.py). Counts, not timings: they repeat from run to run on
+across shards (uid bases from uid_base.py), and per delivery flat out (50 pairs, window 32),
+where the kernel's sock_send_length / sock_recv_length tracepoints count sends and receives
+made through io_uring too. Counts, not timings: they repeat from run to run on
 a noisy machine, where CPU time does not.
 
   benches/e2e/syscalls.py                    # this checkout's release build
@@ -26,7 +28,10 @@ from harness import REL, ROOT, start_imserver  # noqa: E402
 
 EVENTS = ["raw_syscalls:sys_enter", "syscalls:sys_enter_io_uring_enter", "syscalls:sys_enter_recvfrom",
           "syscalls:sys_enter_sendto", "syscalls:sys_enter_write", "syscalls:sys_enter_setsockopt",
-          "syscalls:sys_enter_ioctl", "syscalls:sys_enter_shutdown", "context-switches"]
+          "syscalls:sys_enter_ioctl", "syscalls:sys_enter_shutdown", "context-switches",
+          # Sends and receives whatever their path (io_uring operations included): how well
+          # writes are coalesced flat out.
+          "sock:sock_send_length", "sock:sock_recv_length"]
 UB = os.path.join(os.path.dirname(__file__), "uid_base.py")
 
 
@@ -38,6 +43,7 @@ LOADS = [
     ("per login (`connect --concurrency 16`)", ["connect", "--concurrency", "16"], "connects_per_s"),
     ("per delivery, round trip, pair on one shard", ["p2p", "--pairs", "1", "--window", "1", "--uid-base", uid_base(1, "same")], None),
     ("per delivery, round trip, pair across shards", ["p2p", "--pairs", "1", "--window", "1", "--uid-base", uid_base(1, "cross")], None),
+    ("per delivery, 1:1 flat out (50 pairs, window 32)", ["p2p", "--pairs", "50", "--window", "32", "--size", "64", "--uid-base", uid_base(50, "mixed")], None),
 ]
 
 
@@ -85,7 +91,7 @@ def main():
            "| | counted | " + " | ".join(e.split(":")[-1].replace("sys_enter_", "") for e in EVENTS) + " |",
            "|---|---:|" + "---:|" * len(EVENTS)]
     for title, n, c in rows:
-        out.append(f"| {title} | {n:,.0f} | " + " | ".join(f"{c.get(e, 0):.2f}" for e in EVENTS) + " |")
+        out.append(f"| {title} | {n:,.0f} | " + " | ".join(f"{c.get(e, 0):.3f}" for e in EVENTS) + " |")
     path = os.environ.get("SYSCALLS_MD", os.path.join(ROOT, "benches/SYSCALLS.md"))
     open(path, "w").write("\n".join(out) + "\n")
     print(open(path).read())
