@@ -86,6 +86,9 @@ pub fn group_topic(gid: u32) -> String {
 }
 
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// The length of the tokens `Proto::Im` logs in with (an HS256 JWT with `sub`, `iat` and
+/// `exp`), so that the echo baseline's CONNECT is the same size.
+const ECHO_TOKEN_LEN: usize = 148;
 
 impl Proto {
     /// Logs `uid` in (MQTT: connects and subscribes to `topics`), waiting for the answer.
@@ -113,7 +116,32 @@ impl Proto {
         topics: &[String],
     ) -> Result<(), LoginError> {
         match self {
-            Proto::Echo => Ok(()),
+            // The baseline a login is held to (accept + one frame + close): a CONNECT of the
+            // same size as ours, written and read back whole, with no server work at all.
+            Proto::Echo => {
+                let uid_s = uid.to_string();
+                let connect = ClientPacket::Connect {
+                    username: uid_s.as_bytes(),
+                    password: &[b'x'; ECHO_TOKEN_LEN],
+                    role: Some(1),
+                    flags: Some(1),
+                };
+                let mut out = Vec::new();
+                fr.packet(&mut out, &connect);
+                wr.write(out).await?;
+                loop {
+                    if rd
+                        .next_packet()
+                        .map_err(|e| LoginError::Protocol(e.to_string()))?
+                        .is_some()
+                    {
+                        return Ok(());
+                    }
+                    if rd.fill().await? == 0 {
+                        return Err(LoginError::Protocol("closed before the echo".into()));
+                    }
+                }
+            }
             Proto::Im { auth } => {
                 let token = auth
                     .mint(uid, Duration::from_secs(24 * 3600))
@@ -328,4 +356,23 @@ pub fn padding(size: usize, proto: &Proto) -> Vec<u8> {
         _ => size,
     };
     vec![b'x'; n]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The echo baseline's CONNECT stays the size of a real one (a uid of loadgen's range).
+    #[test]
+    fn echo_connect_is_as_long_as_a_real_token() {
+        let auth = TokenAuth::new("a-secret-of-some-length");
+        let token = auth
+            .mint(1_000_123, Duration::from_secs(24 * 3600))
+            .expect("mint");
+        assert!(
+            token.len().abs_diff(ECHO_TOKEN_LEN) <= 4,
+            "token is {} bytes, the echo baseline sends {ECHO_TOKEN_LEN}",
+            token.len()
+        );
+    }
 }
