@@ -21,3 +21,20 @@ pub fn build_fanout(
             .ok()?;
     Some((frame, crate::engine::split(members, shards)))
 }
+
+/// A shard's duplicate-publish memory ([`crate::engine::dedupe::Dedupe`]), for timing
+/// `admit` at a busy sender's steady state (every id new, the oldest evicted).
+pub struct Dedupe(crate::engine::dedupe::Dedupe);
+
+impl Dedupe {
+    /// A window of `window_us` microseconds, at most `per_sender` ids per sender.
+    pub fn new(window_us: u64, per_sender: usize) -> Self {
+        Self(crate::engine::dedupe::Dedupe::new(window_us, per_sender))
+    }
+
+    /// True: the id is new for `uid` (and now remembered).
+    pub fn admit(&mut self, uid: u32, id: &MsgId, now_us: u64) -> bool {
+        let seen = self.0.admit(uid, id, crate::engine::Time(now_us), false);
+        seen == crate::engine::dedupe::Seen::First
+    }
+}

@@ -62,31 +62,68 @@ impl Hasher for Fingerprint {
 
 /// One sender's recent ids (fingerprints): when each was first seen, and their order for
 /// eviction.
+///
+/// Eviction does not touch the table: an id leaves `order` only, and its table entry, which
+/// holds the id's admission number, is dead from then on (older than the oldest in
+/// `order`). Dead entries are dropped in one pass once they are half as many as the live ones.
+/// Flat out every admit evicts one id, and removing it from the table was a cache miss of
+/// its own, the top entry of a shard's profile (`Recent::trim`, 8 %; see
+/// benches/PROFILE.md); the pass walks the table in memory order instead.
 #[derive(Default)]
 struct Recent {
-    /// MsgIds are chosen by clients: their fingerprints are keyed at random per process
-    /// (foldhash), so collisions cannot be crafted in advance; even a table of one sender's
-    /// colliding ids stays bounded by `per_sender`, and hurts only that sender's lookups. (It
-    /// was std's SipHash of the whole id: with four hashes per publish, the dedupe was a
-    /// quarter of the shard's CPU flat out; see benches/PROFILE.md.)
-    seen: HashMap<u64, Time, BuildHasherDefault<Fingerprint>>,
+    /// Fingerprint → admission number. MsgIds are chosen by clients: their fingerprints are
+    /// keyed at random per process (foldhash), so collisions cannot be crafted in advance;
+    /// even a table of one sender's colliding ids stays bounded (1.5 times `per_sender`), and
+    /// hurts only that sender's lookups. (It was std's SipHash of the whole id: with four
+    /// hashes per publish, the dedupe was a quarter of the shard's CPU flat out.)
+    seen: HashMap<u64, u64, BuildHasherDefault<Fingerprint>>,
+    /// The live ids, oldest first: fingerprint and when it was first seen.
     order: VecDeque<(u64, Time)>,
+    /// The admission number of the next id (the oldest live one's is `next - order.len()`).
+    next: u64,
 }
 
 impl Recent {
     /// Drops what is older than the window and, past `max`, the oldest.
     fn trim(&mut self, now: Time, window: u64, max: usize) {
-        while let Some(&(id, t)) = self.order.front() {
+        while let Some(&(_, t)) = self.order.front() {
             if now.micros_since(t) < window && self.order.len() <= max {
                 break;
             }
             self.order.pop_front();
-            // A forgotten and re-admitted id has a newer entry: keep that one.
-            if let Entry::Occupied(e) = self.seen.entry(id) {
-                if *e.get() == t {
-                    e.remove();
-                }
+        }
+    }
+
+    /// The admission number of the oldest live id: entries below it are dead.
+    fn floor(&self) -> u64 {
+        self.next - self.order.len() as u64
+    }
+
+    /// Remembers `fp` unless it is live already. True: it was not.
+    fn insert(&mut self, fp: u64, now: Time) -> bool {
+        let (n, floor) = (self.next, self.floor());
+        match self.seen.entry(fp) {
+            Entry::Occupied(e) if *e.get() >= floor => return false,
+            // A dead entry of the same id (evicted or expired): it is new again.
+            Entry::Occupied(mut e) => {
+                e.insert(n);
             }
+            Entry::Vacant(v) => {
+                v.insert(n);
+            }
+        }
+        self.next += 1;
+        self.order.push_back((fp, now));
+        true
+    }
+
+    /// Drops the dead entries once they are half as many as the live ones (and a few): the
+    /// table stays within 1.5 times what is live, which a full sender's table holds without
+    /// growing (1,024 live ids: 1,536 entries in hashbrown's 2,048 buckets, as before).
+    fn compact(&mut self) {
+        if self.seen.len() > self.order.len() + self.order.len() / 2 + 8 {
+            let floor = self.floor();
+            self.seen.retain(|_, n| *n >= floor);
         }
     }
 }
@@ -125,16 +162,13 @@ impl Dedupe {
         let r = self.senders.entry(uid).or_default();
         // Expired ids go first, so an id seen just outside the window counts as new.
         r.trim(now, self.window, self.per_sender);
-        match r.seen.entry(fp) {
-            Entry::Occupied(_) => return false,
-            Entry::Vacant(v) => {
-                v.insert(now);
-            }
+        if !r.insert(fp, now) {
+            return false;
         }
-        r.order.push_back((fp, now));
         if r.order.len() > self.per_sender {
             r.trim(now, self.window, self.per_sender);
         }
+        r.compact();
         true
     }
 
@@ -165,6 +199,7 @@ impl Dedupe {
     /// Forgets a pair (its message was not accepted after all, so a retry must go through).
     pub fn forget(&mut self, uid: u32, id: &MsgId) {
         self.committing.remove(&(uid, *id));
+        // Its place in `order` stays until evicted; without a table entry it is not live.
         if let Some(r) = self.senders.get_mut(&uid) {
             r.seen.remove(&self.keyed.hash_one(id));
         }
@@ -179,6 +214,7 @@ impl Dedupe {
         let (window, max) = (self.window, self.per_sender);
         self.senders.retain(|_, r| {
             r.trim(now, window, max);
+            r.compact();
             !r.order.is_empty()
         });
     }
@@ -186,7 +222,10 @@ impl Dedupe {
     /// Ids remembered over all senders.
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.senders.values().map(|r| r.seen.len()).sum()
+        self.senders
+            .values()
+            .map(|r| r.seen.values().filter(|n| **n >= r.floor()).count())
+            .sum()
     }
 }
 
@@ -221,6 +260,28 @@ mod tests {
         assert_eq!(d.len(), 4, "only the last 4 ids of the sender");
         assert!(!d.first_time(1, &[9; 32], Time(2)), "recent: remembered");
         assert!(d.first_time(1, &[0; 32], Time(2)), "evicted: new again");
+        assert!(!d.first_time(1, &[0; 32], Time(2)), "and remembered again");
+    }
+
+    #[test]
+    fn evicted_entries_do_not_pile_up() {
+        let mut d = Dedupe::new(60_000_000, 16);
+        for n in 0..10_000u32 {
+            let mut id = [0u8; 32];
+            id[..4].copy_from_slice(&n.to_le_bytes());
+            assert!(d.first_time(1, &id, Time(u64::from(n))));
+            let r = &d.senders[&1];
+            assert!(r.seen.len() <= 16 + 8 + 8, "{} entries", r.seen.len());
+        }
+        assert_eq!(d.len(), 16);
+        // A slow sender's ids expire by time: its table shrinks with them.
+        let mut d = Dedupe::new(1_000, 1_024);
+        for n in 0..5_000u32 {
+            let mut id = [0u8; 32];
+            id[..4].copy_from_slice(&n.to_le_bytes());
+            assert!(d.first_time(1, &id, Time(u64::from(n) * 500)));
+            assert!(d.senders[&1].seen.len() <= 2 + 1 + 8);
+        }
     }
 
     #[test]

@@ -21,7 +21,7 @@
 
 mod cluster;
 mod commit;
-mod dedupe;
+pub(crate) mod dedupe;
 mod deliver;
 mod drain;
 pub mod envelope;
