@@ -90,6 +90,35 @@ const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// `exp`), so that the echo baseline's CONNECT is the same size.
 const ECHO_TOKEN_LEN: usize = 148;
 
+/// Writes the IM protocol's CONNECT for `uid` with `password`.
+async fn connect(wr: &mut Writer, fr: &mut Framer, uid: u32, password: &[u8]) -> io::Result<()> {
+    let uid_s = uid.to_string();
+    let connect = ClientPacket::Connect {
+        username: uid_s.as_bytes(),
+        password,
+        role: Some(1),
+        flags: Some(1),
+    };
+    let mut out = Vec::new();
+    fr.packet(&mut out, &connect);
+    wr.write(out).await.map(drop)
+}
+
+/// The first whole packet the target sends (`what` names it in the error).
+async fn first_packet(rd: &mut Reader, what: &str) -> Result<Vec<u8>, LoginError> {
+    loop {
+        if let Some(p) = rd
+            .next_packet()
+            .map_err(|e| LoginError::Protocol(e.to_string()))?
+        {
+            return Ok(p);
+        }
+        if rd.fill().await? == 0 {
+            return Err(LoginError::Protocol(format!("closed before {what}")));
+        }
+    }
+}
+
 impl Proto {
     /// Logs `uid` in (MQTT: connects and subscribes to `topics`), waiting for the answer.
     pub async fn login(
@@ -119,61 +148,23 @@ impl Proto {
             // The baseline a login is held to (accept + one frame + close): a CONNECT of the
             // same size as ours, written and read back whole, with no server work at all.
             Proto::Echo => {
-                let uid_s = uid.to_string();
-                let connect = ClientPacket::Connect {
-                    username: uid_s.as_bytes(),
-                    password: &[b'x'; ECHO_TOKEN_LEN],
-                    role: Some(1),
-                    flags: Some(1),
-                };
-                let mut out = Vec::new();
-                fr.packet(&mut out, &connect);
-                wr.write(out).await?;
-                loop {
-                    if rd
-                        .next_packet()
-                        .map_err(|e| LoginError::Protocol(e.to_string()))?
-                        .is_some()
-                    {
-                        return Ok(());
-                    }
-                    if rd.fill().await? == 0 {
-                        return Err(LoginError::Protocol("closed before the echo".into()));
-                    }
-                }
+                connect(wr, fr, uid, &[b'x'; ECHO_TOKEN_LEN]).await?;
+                first_packet(rd, "the echo").await.map(drop)
             }
             Proto::Im { auth } => {
                 let token = auth
                     .mint(uid, Duration::from_secs(24 * 3600))
                     .map_err(|e| LoginError::Protocol(e.to_string()))?;
-                let uid_s = uid.to_string();
-                let connect = ClientPacket::Connect {
-                    username: uid_s.as_bytes(),
-                    password: token.as_bytes(),
-                    role: Some(1),
-                    flags: Some(1),
-                };
-                let mut out = Vec::new();
-                fr.packet(&mut out, &connect);
-                wr.write(out).await?;
+                connect(wr, fr, uid, token.as_bytes()).await?;
                 // Only the CONNECT_ACK is the login's: the offline drain may follow it in
                 // the same read, and stays in the buffer for the connection's reader.
-                loop {
-                    let first = rd
-                        .next_packet()
-                        .map_err(|e| LoginError::Protocol(e.to_string()))?;
-                    if let Some(p) = first {
-                        return match ServerPacket::decode(&p) {
-                            Ok(ServerPacket::ConnectAck { code: 0 }) => Ok(()),
-                            Ok(ServerPacket::ConnectAck { code }) => Err(LoginError::Refused(code)),
-                            other => Err(LoginError::Protocol(format!(
-                                "expected CONNECT_ACK, got {other:?}"
-                            ))),
-                        };
-                    }
-                    if rd.fill().await? == 0 {
-                        return Err(LoginError::Protocol("closed before CONNECT_ACK".into()));
-                    }
+                let p = first_packet(rd, "CONNECT_ACK").await?;
+                match ServerPacket::decode(&p) {
+                    Ok(ServerPacket::ConnectAck { code: 0 }) => Ok(()),
+                    Ok(ServerPacket::ConnectAck { code }) => Err(LoginError::Refused(code)),
+                    other => Err(LoginError::Protocol(format!(
+                        "expected CONNECT_ACK, got {other:?}"
+                    ))),
                 }
             }
             Proto::Mqtt => {
