@@ -22,10 +22,14 @@ pub struct TooLarge(pub usize);
 /// `"`, `\` and control characters). Built once per message, but flat out the lossy decode
 /// and the escaping writer were 4 % of a shard's time (`benches/RESULTS.md`, perf section).
 pub fn json_payload(from: u32, to: u32, role: u8, content: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(content.len() + 64);
+    let mut out = Vec::with_capacity(content.len() + JSON_MAX_WRAP);
     json_into(&mut out, from, to, role, content);
     out
 }
+
+/// What the envelope adds around unescaped content at most: 42 bytes of keys and quotes,
+/// and the three numbers at their longest (10 + 10 + 3 digits).
+const JSON_MAX_WRAP: usize = 65;
 
 /// [`json_payload`], appended to `out`.
 fn json_into(out: &mut Vec<u8>, from: u32, to: u32, role: u8, content: &[u8]) {
@@ -69,7 +73,12 @@ fn frame(
     role: u8,
     payload: &[u8],
 ) -> Result<Bytes, TooLarge> {
-    let mut out = Vec::with_capacity(packet.encoded_len() + payload.len() + 64);
+    let wrap = match mode {
+        Envelope::Raw => 0,
+        Envelope::Json => JSON_MAX_WRAP,
+    };
+    // Exact for raw payloads and for plain text (only escapes need more room).
+    let mut out = Vec::with_capacity(packet.encoded_len() + payload.len() + wrap);
     packet.encode(&mut out);
     let head = out.len();
     match mode {
@@ -204,6 +213,12 @@ mod tests {
                 )
             );
         }
+    }
+
+    #[test]
+    fn the_longest_wrap_is_what_is_reserved() {
+        let p = json_payload(u32::MAX, u32::MAX, u8::MAX, b"x");
+        assert_eq!(p.len(), 1 + JSON_MAX_WRAP);
     }
 
     #[test]
