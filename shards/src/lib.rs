@@ -239,10 +239,11 @@ fn run_runtime(
     let entries = shared.cfg.runtime.uring_entries;
     let fut = shard::run(id, shared, ready.clone());
     let built = match driver {
-        ActiveDriver::IoUring => monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-            .with_entries(entries)
-            .enable_timer()
-            .build()
+        ActiveDriver::IoUring => uring_runtime(entries, true)
+            .or_else(|e| {
+                tracing::debug!(shard = id, error = %e, "io_uring without cooperative task running");
+                uring_runtime(entries, false)
+            })
             .map(|mut rt| rt.block_on(fut)),
         ActiveDriver::Epoll => monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
             .enable_timer()
@@ -251,5 +252,75 @@ fn run_runtime(
     };
     if let Err(e) = built {
         let _ = ready.send(Err(format!("shard {id}: cannot build runtime: {e}")));
+    }
+}
+
+/// A shard's io_uring runtime. `coop`: the ring is set up with `IORING_SETUP_COOP_TASKRUN`
+/// (Linux 5.19+), so a completion for a shard that is busy in user space waits for the
+/// shard's next system call instead of interrupting it with an inter-processor interrupt.
+/// Only the shard's own thread uses its ring, and it makes a system call every turn, so
+/// nothing waits longer; the interrupts were 5 % of a shard's samples flat out with pairs
+/// across shards (benches/PROFILE.md, "Completions without interrupts").
+fn uring_runtime(
+    entries: u32,
+    coop: bool,
+) -> std::io::Result<monoio::Runtime<monoio::time::TimeDriver<monoio::IoUringDriver>>> {
+    let mut ring = io_uring::IoUring::builder();
+    if coop {
+        ring.setup_coop_taskrun();
+    }
+    monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+        .uring_builder(ring)
+        .with_entries(entries)
+        .enable_timer()
+        .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use monoio::io::{AsyncReadRentExt, AsyncWriteRentExt};
+
+    /// Whether this kernel is at least `major.minor` (from /proc/sys/kernel/osrelease).
+    fn kernel_at_least(major: u32, minor: u32) -> bool {
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        let mut parts = release
+            .trim()
+            .split(['.', '-'])
+            .map(|p| p.parse::<u32>().ok());
+        match (parts.next().flatten(), parts.next().flatten()) {
+            (Some(a), Some(b)) => (a, b) >= (major, minor),
+            _ => false,
+        }
+    }
+
+    /// Bytes written to a loopback socket come back through the other end, on this runtime.
+    async fn loopback_round_trip() -> Vec<u8> {
+        let listener = monoio::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut client = monoio::net::TcpStream::connect(addr)
+            .await
+            .expect("connect");
+        let (mut server, _) = listener.accept().await.expect("accept");
+        let (res, _) = client.write_all(b"ping".to_vec()).await;
+        res.expect("write");
+        let (res, buf) = server.read_exact(vec![0u8; 4]).await;
+        res.expect("read");
+        buf
+    }
+
+    /// The shards' ring is set up for cooperative task running where the kernel has it
+    /// (5.19+), and I/O completes on it; the plain ring, the fallback, works too.
+    #[test]
+    fn shard_rings_build_with_and_without_cooperative_task_running() {
+        if !monoio::utils::detect_uring() {
+            return;
+        }
+        let coop = super::uring_runtime(64, true);
+        if kernel_at_least(5, 19) {
+            let mut rt = coop.expect("IORING_SETUP_COOP_TASKRUN on this kernel");
+            assert_eq!(rt.block_on(loopback_round_trip()), b"ping");
+        }
+        let mut plain = super::uring_runtime(64, false).expect("plain ring");
+        assert_eq!(plain.block_on(loopback_round_trip()), b"ping");
     }
 }
