@@ -7,6 +7,8 @@ server (and, with BASE=<binary>, an earlier build of it):
             the unloaded round trip through the server
   rate-10k  50 pairs at 100 msg/s each (`p2p --pairs 50 --rate 100 --window 32`), latency
             from each message's scheduled send time, and the server CPU per delivery
+On a machine with more than one core, the current build also runs with one shard (both loads),
+which separates what the shard crossings cost from the rest of a delivery.
 
 For every run: p50 / p99 of send → received, the server's CPU (user + system from /proc)
 per delivery and in cores. Medians of ROUNDS rounds, every run listed.
@@ -106,6 +108,15 @@ def main():
                     targets.append((f"{name}, {where}", p.pid, im + ["--uid-base", uid_base(1, "same" if same else "cross")], ["rtt"]))
             else:
                 targets[-1][3].append("rtt")
+        if SHARDS > 1:
+            # The same build on one shard: at a fixed rate, what the shard crossings cost
+            # (wake-ups of the other shard's thread) against the rest of a delivery.
+            p = start_imserver(os.path.join(work, "data-one"), 29835, 29836, 29837,
+                               env={"IMSERVER_RUNTIME__SHARDS": "1"})
+            procs.append(p)
+            targets.append(("this server, one shard", p.pid,
+                            ["--target", "im", "--port", "29835", "--admin-url", "http://127.0.0.1:29837",
+                             "--uid-base", uid_base(50, "mixed")], list(LOADS)))
         wait_port(29899)
         wait_port(29883)
         rows = {}

@@ -214,7 +214,8 @@ if r:
 r = R.get("im-idle")
 if r:
     e = r["extra"]
-    w(f"| 5,000 idle connections | server {e.get('server_bytes_per_conn', 0):,.0f} bytes per connection "
+    w(f"| 5,000 idle connections, 4 s after the last login | server {e.get('server_bytes_per_conn', 0):,.0f} "
+      f"bytes per connection "
       f"(RSS {e.get('server_rss_before_mib', 0):.1f} → {e.get('server_rss_after_mib', 0):.1f} MiB), "
       f"{e.get('alive_at_end', 0):,.0f} alive at the end |")
 r = R.get("im-offline")
