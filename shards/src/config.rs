@@ -206,7 +206,7 @@ pub struct DeliveryConfig {
     /// A sender's PUBLISH with a MsgId seen within this window is acked, not delivered again.
     pub dedupe_window_ms: u64,
     /// At most this many recent MsgIds are remembered per sender (memory bounded by count,
-    /// not only by time; a client retransmits only publishes it has no ack for).
+    /// not only by time; a client retransmits only publishes it has no ack for); 1 to 32,768.
     pub dedupe_per_sender: usize,
     /// Offline retention.
     pub retention_days: u64,
@@ -358,8 +358,8 @@ impl CoreConfig {
                 "delivery.offline_page must be >= 1",
             ),
             (
-                self.delivery.dedupe_per_sender >= 1,
-                "delivery.dedupe_per_sender must be >= 1",
+                (1..=crate::engine::recent::MAX_IDS).contains(&self.delivery.dedupe_per_sender),
+                "delivery.dedupe_per_sender must be between 1 and 32768",
             ),
             (
                 !self.auth.secret.is_empty(),
@@ -390,6 +390,28 @@ impl CoreConfig {
         match self.runtime.shards {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A configuration that passes validation (the defaults, with a secret).
+    fn valid() -> CoreConfig {
+        let mut c = CoreConfig::default();
+        c.auth.secret = "s".into();
+        c
+    }
+
+    #[test]
+    fn dedupe_per_sender_is_bounded_by_what_the_index_can_tell_apart() {
+        assert_eq!(valid().validate(), Ok(()));
+        for (n, ok) in [(0, false), (1, true), (32_768, true), (32_769, false)] {
+            let mut c = valid();
+            c.delivery.dedupe_per_sender = n;
+            assert_eq!(c.validate().is_ok(), ok, "dedupe_per_sender = {n}");
         }
     }
 }

@@ -9,22 +9,22 @@
 //!
 //! Also tracks the publishes still being committed (see [`Seen::Committing`]).
 //!
-//! A sender's table holds 64-bit fingerprints of its MsgIds, not the 32-byte ids: a
-//! fingerprint is the id hashed with a key drawn at random per process (foldhash), so a table
-//! entry is 16 bytes instead of 40 and the 1,024 ids of a busy sender stay in a few cache
-//! lines' worth of buckets (flat out, these look-ups were the top entry of a shard's profile,
-//! each a cache miss). Two ids of one sender share a fingerprint with probability 2⁻⁶⁴; with
-//! 1,024 remembered that is about 3·10⁻¹⁴ per id, and a client cannot aim for it (the key is
-//! secret and per process). It would cost that sender one message, taken for a retransmission.
+//! A sender's ids are kept as 64-bit fingerprints, not the 32-byte ids: a fingerprint is the
+//! id hashed with a key drawn at random per process (foldhash). [`Recent`] keeps them in
+//! arrival order with a compact index, so a look-up of a new id touches about one cache
+//! line (flat out, these look-ups lead a shard's profile, each a cache miss). Two ids of one
+//! sender share a fingerprint with probability 2⁻⁶⁴; with 1,024 remembered that is about
+//! 3·10⁻¹⁴ per id, and a client cannot aim for it (the key is secret and per process). It
+//! would cost that sender one message, taken for a retransmission.
 
-use std::collections::hash_map::Entry;
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::collections::HashSet;
+use std::hash::BuildHasher;
 
 use foldhash::fast::RandomState;
 use im_protocol::MsgId;
 use rustc_hash::FxHashMap;
 
+use super::recent::Recent;
 use super::Time;
 
 /// What a (sender, MsgId) pair is to the dedupe window.
@@ -37,95 +37,6 @@ pub(crate) enum Seen {
     /// Seen and still being committed: its outcome (ack or refusal) is not known yet, so a
     /// retransmission gets no answer now; the client's next retry will.
     Committing,
-}
-
-/// A fingerprint is already a keyed hash: the table uses it as it is.
-#[derive(Default)]
-struct Fingerprint(u64);
-
-impl Hasher for Fingerprint {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Only `u64` keys are hashed here; fold anything else in rather than ignore it.
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
-/// One sender's recent ids (fingerprints): when each was first seen, and their order for
-/// eviction.
-///
-/// Eviction does not touch the table: an id leaves `order` only, and its table entry, which
-/// holds the id's admission number, is dead from then on (older than the oldest in
-/// `order`). Dead entries are dropped in one pass once they are half as many as the live ones.
-/// Flat out every admit evicts one id, and removing it from the table was a cache miss of
-/// its own, the top entry of a shard's profile (`Recent::trim`, 8 %; see
-/// benches/PROFILE.md); the pass walks the table in memory order instead.
-#[derive(Default)]
-struct Recent {
-    /// Fingerprint → admission number. MsgIds are chosen by clients: their fingerprints are
-    /// keyed at random per process (foldhash), so collisions cannot be crafted in advance;
-    /// even a table of one sender's colliding ids stays bounded (1.5 times `per_sender`), and
-    /// hurts only that sender's lookups. (It was std's SipHash of the whole id: with four
-    /// hashes per publish, the dedupe was a quarter of the shard's CPU flat out.)
-    seen: HashMap<u64, u64, BuildHasherDefault<Fingerprint>>,
-    /// The live ids, oldest first: fingerprint and when it was first seen.
-    order: VecDeque<(u64, Time)>,
-    /// The admission number of the next id (the oldest live one's is `next - order.len()`).
-    next: u64,
-}
-
-impl Recent {
-    /// Drops what is older than the window and, past `max`, the oldest.
-    fn trim(&mut self, now: Time, window: u64, max: usize) {
-        while let Some(&(_, t)) = self.order.front() {
-            if now.micros_since(t) < window && self.order.len() <= max {
-                break;
-            }
-            self.order.pop_front();
-        }
-    }
-
-    /// The admission number of the oldest live id: entries below it are dead.
-    fn floor(&self) -> u64 {
-        self.next - self.order.len() as u64
-    }
-
-    /// Remembers `fp` unless it is live already. True: it was not.
-    fn insert(&mut self, fp: u64, now: Time) -> bool {
-        let (n, floor) = (self.next, self.floor());
-        match self.seen.entry(fp) {
-            Entry::Occupied(e) if *e.get() >= floor => return false,
-            // A dead entry of the same id (evicted or expired): it is new again.
-            Entry::Occupied(mut e) => {
-                e.insert(n);
-            }
-            Entry::Vacant(v) => {
-                v.insert(n);
-            }
-        }
-        self.next += 1;
-        self.order.push_back((fp, now));
-        true
-    }
-
-    /// Drops the dead entries once they are half as many as the live ones (and a few): the
-    /// table stays within 1.5 times what is live, which a full sender's table holds without
-    /// growing (1,024 live ids: 1,536 entries in hashbrown's 2,048 buckets, as before).
-    fn compact(&mut self) {
-        if self.seen.len() > self.order.len() + self.order.len() / 2 + 8 {
-            let floor = self.floor();
-            self.seen.retain(|_, n| *n >= floor);
-        }
-    }
 }
 
 pub(crate) struct Dedupe {
@@ -153,23 +64,39 @@ impl Dedupe {
         }
     }
 
+    /// An id's fingerprint: never 0, which marks a forgotten id in [`Recent`] (0 is taken
+    /// as 1, one more pair of the 2⁶⁴ that share a fingerprint).
+    fn fingerprint(&self, id: &MsgId) -> u64 {
+        self.keyed.hash_one(id).max(1)
+    }
+
     /// Records the pair; `false` if it was already seen within the window.
     fn first_time(&mut self, uid: u32, id: &MsgId, now: Time) -> bool {
         if self.window == 0 {
             return true;
         }
-        let fp = self.keyed.hash_one(id);
+        let fp = self.fingerprint(id);
         let r = self.senders.entry(uid).or_default();
         // Expired ids go first, so an id seen just outside the window counts as new.
         r.trim(now, self.window, self.per_sender);
         if !r.insert(fp, now) {
             return false;
         }
-        if r.order.len() > self.per_sender {
+        if r.len() > self.per_sender {
             r.trim(now, self.window, self.per_sender);
         }
-        r.compact();
         true
+    }
+
+    /// Starts loading what [`Dedupe::admit`] of this pair will read first (a hint; it
+    /// changes nothing).
+    pub fn prefetch(&self, uid: u32, id: &MsgId) {
+        if self.window == 0 {
+            return;
+        }
+        if let Some(r) = self.senders.get(&uid) {
+            r.prefetch(self.fingerprint(id));
+        }
     }
 
     /// Records a publish: new, or a retransmission. `waits`: its commit may wait (for
@@ -200,8 +127,9 @@ impl Dedupe {
     pub fn forget(&mut self, uid: u32, id: &MsgId) {
         self.committing.remove(&(uid, *id));
         // Its place in `order` stays until evicted; without a table entry it is not live.
+        let fp = self.fingerprint(id);
         if let Some(r) = self.senders.get_mut(&uid) {
-            r.seen.remove(&self.keyed.hash_one(id));
+            r.forget(fp);
         }
     }
 
@@ -214,18 +142,15 @@ impl Dedupe {
         let (window, max) = (self.window, self.per_sender);
         self.senders.retain(|_, r| {
             r.trim(now, window, max);
-            r.compact();
-            !r.order.is_empty()
+            r.shrink();
+            !r.is_empty()
         });
     }
 
     /// Ids remembered over all senders.
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.senders
-            .values()
-            .map(|r| r.seen.values().filter(|n| **n >= r.floor()).count())
-            .sum()
+        self.senders.values().map(Recent::remembered).sum()
     }
 }
 
@@ -271,7 +196,7 @@ mod tests {
             id[..4].copy_from_slice(&n.to_le_bytes());
             assert!(d.first_time(1, &id, Time(u64::from(n))));
             let r = &d.senders[&1];
-            assert!(r.seen.len() <= 16 + 8 + 8, "{} entries", r.seen.len());
+            assert!(r.slots() <= 64, "{} slots", r.slots());
         }
         assert_eq!(d.len(), 16);
         // A slow sender's ids expire by time: its table shrinks with them.
@@ -280,7 +205,7 @@ mod tests {
             let mut id = [0u8; 32];
             id[..4].copy_from_slice(&n.to_le_bytes());
             assert!(d.first_time(1, &id, Time(u64::from(n) * 500)));
-            assert!(d.senders[&1].seen.len() <= 2 + 1 + 8);
+            assert!(d.senders[&1].len() <= 2 + 1);
         }
     }
 

@@ -14,6 +14,24 @@ use crate::config::Persist;
 
 impl Engine {
     /// One packet from a client.
+    /// A hint that `bytes`, a packet from `conn`, will be handled soon: starts loading what
+    /// its duplicate check will read first. Handling a read's packets one by one, each
+    /// check waited for its own cache miss; hinted a few packets ahead, the misses overlap.
+    /// Changes nothing; a packet that does not decode is left to [`Engine::handle`].
+    pub fn prefetch(&self, conn: ConnId, bytes: &[u8]) {
+        let Some(s) = self.sessions.get(&conn) else {
+            return;
+        };
+        if let Ok(
+            ClientPacket::Publish { msg_id, .. }
+            | ClientPacket::GroupPublish { msg_id, .. }
+            | ClientPacket::GroupPartPublish { msg_id, .. },
+        ) = ClientPacket::decode(bytes)
+        {
+            self.dedupe.prefetch(s.uid, msg_id);
+        }
+    }
+
     pub(super) fn on_packet(&mut self, conn: ConnId, bytes: &[u8]) {
         let Some(s) = self.sessions.get(&conn) else {
             return;

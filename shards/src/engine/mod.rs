@@ -27,6 +27,7 @@ mod drain;
 pub mod envelope;
 mod inbound;
 mod members;
+pub(crate) mod recent;
 pub mod requests;
 mod session;
 #[cfg(test)]

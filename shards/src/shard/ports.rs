@@ -44,6 +44,10 @@ impl conn::Host for Shard {
         Shard::is_open(self, conn)
     }
 
+    fn prefetch(&self, conn: ConnId, packet: &[u8]) {
+        self.engine.borrow().prefetch(conn, packet)
+    }
+
     fn poll_readable(&self, conn: ConnId, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
         Shard::poll_readable(self, conn, cx)
     }
