@@ -287,6 +287,7 @@ MICRO = [
     ("mailbox/hop_same_thread", "mailbox enqueue + dequeue on one thread (baseline for the hop)", 1),
     ("fanout_batch/100", "build a fan-out (frame + split by shard), 100 members (per member)", 100),
     ("fanout_batch/10000", "build a fan-out, 10,000 members (per member)", 10_000),
+    ("envelope/push_frame_json_64B", "build a 1:1 push frame, JSON envelope around 64 bytes of text", 1),
     ("dedupe/admit_full_100_senders", "dedupe check of 100 senders with full tables, each admit evicting (per admit)", 100),
 ]
 rows = []
@@ -300,7 +301,7 @@ for name, label, n in MICRO:
         rows.append(f"| {label} | not run | |")
 w("## Micro-benchmarks (criterion)")
 w("")
-w("`cargo bench -p im-benches --bench codec --bench mailbox --bench fanout_batch --bench dedupe`, run by the "
+w("`cargo bench -p im-benches --bench codec --bench mailbox --bench fanout_batch --bench dedupe --bench envelope`, run by the "
   "same script (1 s warm-up, 3 s measurement each); mean time per iteration and per item.")
 w("")
 w("| what | per iteration | per item |")

@@ -22,6 +22,12 @@ pub fn build_fanout(
     Some((frame, crate::engine::split(members, shards)))
 }
 
+/// The 1:1 push frame of a message with the JSON envelope: what the sending shard builds for
+/// every accepted PUBLISH.
+pub fn push_frame(from: u32, to: u32, msg_id: &MsgId, payload: &[u8]) -> Option<Bytes> {
+    crate::engine::envelope::push_frame(Envelope::Json, from, to, 1, msg_id, payload).ok()
+}
+
 /// A shard's duplicate-publish memory ([`crate::engine::dedupe::Dedupe`]), for timing
 /// `admit` at a busy sender's steady state (every id new, the oldest evicted).
 pub struct Dedupe(crate::engine::dedupe::Dedupe);
