@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 
-from harness import REL, ROOT, cpu_seconds, rss_bytes, start_imserver
+from harness import REL, ROOT, cpu_seconds, rss_bytes, start_echo, start_imserver, start_mosquitto
 
 CONNS = int(os.environ.get("CONNS", "15000"))
 HOLD = int(os.environ.get("HOLD", "30"))
@@ -49,17 +49,9 @@ def kernel():
 
 def start(target, work):
     if target == "echo":
-        p = subprocess.Popen([f"{REL}/echo-server", "29595"], stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
-        time.sleep(0.5)
-        return p, ["--target", "echo", "--port", "29595"]
+        return start_echo(29595), ["--target", "echo", "--port", "29595"]
     if target == "mosquitto":
-        conf = os.path.join(work, "mosquitto.conf")
-        open(conf, "w").write("listener 29883 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n"
-                              "max_queued_messages 100000\nmax_inflight_messages 0\n")
-        p = subprocess.Popen(["mosquitto", "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(0.5)
-        return p, ["--target", "mqtt", "--port", "29883"]
+        return start_mosquitto(work, 29883), ["--target", "mqtt", "--port", "29883"]
     transport = "ws" if target == "imserver-ws" else "tcp"
     binary = os.environ["BASE"] if target == "base-tcp" else None
     p = start_imserver(work, 29595, 29596, 29500, binary=binary)

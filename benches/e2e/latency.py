@@ -31,7 +31,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import REL, ROOT, cpu_seconds, start_imserver  # noqa: E402
+from harness import REL, ROOT, cpu_seconds, start_echo, start_imserver, start_mosquitto  # noqa: E402
 
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
 DURATION = os.environ.get("DURATION", "8s")
@@ -51,17 +51,6 @@ def uid_base(pairs, how):
                          capture_output=True, text=True, check=True, env=dict(os.environ, SHARDS=str(SHARDS)))
     return out.stdout.strip()
 ONLY = [x for x in os.environ.get("ONLY", "").split(",") if x] or list(LOADS)
-
-
-def wait_port(port):
-    import socket
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"port {port} did not open")
 
 
 def run(pid, target_args, load):
@@ -86,13 +75,10 @@ def main():
     work = tempfile.mkdtemp(prefix="im-latency.")
     procs, targets = [], []
     try:
-        echo = subprocess.Popen([f"{REL}/echo-server", "29899"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        echo = start_echo(29899)
         procs.append(echo)
         targets.append(("echo baseline", echo.pid, ["--target", "echo", "--port", "29899"], list(LOADS)))
-        conf = os.path.join(work, "mosquitto.conf")
-        open(conf, "w").write("listener 29883 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n"
-                              "max_queued_messages 100000\nmax_inflight_messages 0\n")
-        mq = subprocess.Popen(["mosquitto", "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        mq = start_mosquitto(work, 29883)
         procs.append(mq)
         targets.append(("mosquitto", mq.pid, ["--target", "mqtt", "--port", "29883"], list(LOADS)))
         builds = ([("this server, base", BASE)] if BASE else []) + [("this server", None)]
@@ -117,8 +103,6 @@ def main():
             targets.append(("this server, one shard", p.pid,
                             ["--target", "im", "--port", "29835", "--admin-url", "http://127.0.0.1:29837",
                              "--uid-base", uid_base(50, "mixed")], list(LOADS)))
-        wait_port(29899)
-        wait_port(29883)
         rows = {}
         for rnd in range(ROUNDS):
             for load in ONLY:

@@ -23,23 +23,12 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import REL, ROOT, cpu_seconds, start_imserver  # noqa: E402
+from harness import REL, ROOT, cpu_seconds, start_echo, start_imserver, start_mosquitto  # noqa: E402
 
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
 DURATION = os.environ.get("DURATION", "5s")
 BASE = os.environ.get("BASE")
 LOAD = ["connect", "--concurrency", "16"]
-
-
-def wait_port(port):
-    import socket
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"port {port} did not open")
 
 
 def run(pid, target_args):
@@ -63,13 +52,10 @@ def main():
     work = tempfile.mkdtemp(prefix="im-logins.")
     procs, targets = [], []
     try:
-        echo = subprocess.Popen([f"{REL}/echo-server", "29898"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        echo = start_echo(29898)
         procs.append(echo)
         targets.append(("echo baseline", echo.pid, ["--target", "echo", "--port", "29898"]))
-        conf = os.path.join(work, "mosquitto.conf")
-        open(conf, "w").write("listener 29882 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n"
-                              "max_queued_messages 100000\nmax_inflight_messages 0\n")
-        mq = subprocess.Popen(["mosquitto", "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        mq = start_mosquitto(work, 29882)
         procs.append(mq)
         targets.append(("mosquitto", mq.pid, ["--target", "mqtt", "--port", "29882"]))
         builds = ([("this server, base", BASE)] if BASE else []) + [("this server", None)]
@@ -79,8 +65,6 @@ def main():
             procs.append(p)
             targets.append((name, p.pid, ["--target", "im", "--port", str(port),
                                           "--admin-url", f"http://127.0.0.1:{port + 2}"]))
-        wait_port(29898)
-        wait_port(29882)
         rows = {}
         for rnd in range(ROUNDS):
             for name, pid, args in targets:

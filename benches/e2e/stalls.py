@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 
-from harness import REL, ROOT, cpu_seconds, rss_bytes, start_imserver
+from harness import REL, ROOT, cpu_seconds, rss_bytes, start_echo, start_imserver
 
 DURATION = int(os.environ.get("DURATION", "60"))
 PAIRS = os.environ.get("PAIRS", "50")
@@ -32,9 +32,7 @@ def rss_mb(pid):
 def measure(name, env, echo=False):
     data = tempfile.mkdtemp(prefix="stalls-")
     if echo:
-        srv = subprocess.Popen([f"{REL}/echo-server", "29595"], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-        time.sleep(0.5)
+        srv = start_echo(29595)
     else:
         srv = start_imserver(data, 29595, 29596, 29500, env=env)
     samples = []
