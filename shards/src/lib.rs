@@ -259,8 +259,9 @@ fn run_runtime(
 /// (Linux 5.19+), so a completion for a shard that is busy in user space waits for the
 /// shard's next system call instead of interrupting it with an inter-processor interrupt.
 /// Only the shard's own thread uses its ring, and it makes a system call every turn, so
-/// nothing waits longer; the interrupts were 5 % of a shard's samples flat out with pairs
-/// across shards (benches/PROFILE.md, "Completions without interrupts").
+/// nothing waits longer. Flat out with pairs across shards the interrupts were 2.6–2.8 % of
+/// each shard's samples; no end-to-end gain was measured (benches/PROFILE.md, "Tried:
+/// completions without interrupts").
 fn uring_runtime(
     entries: u32,
     coop: bool,

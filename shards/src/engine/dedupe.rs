@@ -126,7 +126,7 @@ impl Dedupe {
     /// Forgets a pair (its message was not accepted after all, so a retry must go through).
     pub fn forget(&mut self, uid: u32, id: &MsgId) {
         self.committing.remove(&(uid, *id));
-        // Its place in `order` stays until evicted; without a table entry it is not live.
+        // Its place in the sender's ring stays until evicted, marked as matching nothing.
         let fp = self.fingerprint(id);
         if let Some(r) = self.senders.get_mut(&uid) {
             r.forget(fp);
@@ -142,8 +142,12 @@ impl Dedupe {
         let (window, max) = (self.window, self.per_sender);
         self.senders.retain(|_, r| {
             r.trim(now, window, max);
+            // An emptied sender is dropped, not given a smaller index.
+            if r.is_empty() {
+                return false;
+            }
             r.shrink();
-            !r.is_empty()
+            true
         });
     }
 
