@@ -9,7 +9,7 @@ use im_protocol::packet::{connack, push_msg_id};
 use im_protocol::{MsgId, ServerPacket};
 
 use super::cluster::Remote;
-use super::session::{Inflight, PendingPush, Session};
+use super::session::{Inflight, PendingPush, Pushed, Session};
 use super::{Action, Batch, CloseReason, ConnId, Delivery, Engine, Out};
 use crate::config::DuplicateLogin;
 use crate::net::transport::TransportKind;
@@ -153,12 +153,13 @@ impl Engine {
         let Some(s) = self.sessions.get_mut(&conn) else {
             return self.failed(&push);
         };
-        let frame = push.frame.clone();
+        let frame = Pushed(push.clone());
         tracing::trace!(session = conn, seq = ?push.seq, "push");
         let (ack_cmd, msg_id) = (
             push.ack_cmd(),
             push_msg_id(&push.frame).copied().unwrap_or_default(),
         );
+        let cmd = push.frame.first().copied();
         s.inflight.push_back(Inflight {
             push,
             deadline,
@@ -174,12 +175,12 @@ impl Engine {
         let (in_flight, queued) = (s.inflight.len(), s.queued);
         self.writes += 1;
         self.stats.message(Msg::Delivered, 1);
-        if let Some(&c) = frame.first() {
+        if let Some(c) = cmd {
             self.stats.packet_out(c);
         }
         self.out.push(Action::Write {
             conn,
-            out: Out::Packet(frame),
+            out: Out::Push(frame),
         });
         if queued > limit {
             tracing::debug!(session = conn, limit, "send queue full");
@@ -364,7 +365,7 @@ impl Engine {
             }
             i.resends += 1;
             i.deadline = now.plus_ms(interval);
-            resend.push(i.push.frame.clone());
+            resend.push(Pushed(i.push.clone()));
         }
         if let Some(reason) = close {
             return self.close(conn, reason);
@@ -374,7 +375,7 @@ impl Engine {
         }
         self.stats.message(Msg::Redelivered, resend.len() as u64);
         for f in resend {
-            self.send(conn, Out::Packet(f));
+            self.send(conn, Out::Push(f));
         }
     }
 

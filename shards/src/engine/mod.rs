@@ -54,6 +54,7 @@ use crate::stats::ShardStats;
 use self::commit::{CommitQueue, QueueKey};
 use self::dedupe::Dedupe;
 pub use self::members::{split, Members};
+pub use self::session::Pushed;
 use self::session::Session;
 pub use crate::net::transport::TransportKind;
 
@@ -87,6 +88,10 @@ pub const SMALL: usize = 37;
 pub enum Out {
     /// An encoded packet; the writer adds the transport framing.
     Packet(Bytes),
+    /// A push awaiting its ack: the writer frames its packet. Holding the shared entry
+    /// (a plain reference count) rather than a clone of its frame spares every push the
+    /// promotion of the frame's `Bytes` to an allocated, atomically counted one.
+    Push(Pushed),
     /// A small encoded packet held inline (acks, pings, PUB_ERR): no allocation per ack.
     Small { buf: [u8; SMALL], len: u8 },
     /// Bytes already framed (WebSocket control frames).
@@ -115,6 +120,7 @@ impl Out {
     pub fn packet(&self) -> Option<&[u8]> {
         match self {
             Out::Packet(p) => Some(p),
+            Out::Push(p) => Some(p.frame()),
             Out::Small { buf, len } => Some(&buf[..*len as usize]),
             Out::Raw(_) | Out::Close => None,
         }

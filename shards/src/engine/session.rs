@@ -55,6 +55,32 @@ impl PendingPush {
     }
 }
 
+/// A push queued for a connection's writer: the shared entry, compared and shown by its
+/// packet.
+#[derive(Clone)]
+pub struct Pushed(pub(crate) Rc<PendingPush>);
+
+impl Pushed {
+    /// The encoded push packet.
+    pub fn frame(&self) -> &[u8] {
+        &self.0.frame
+    }
+}
+
+impl PartialEq for Pushed {
+    fn eq(&self, other: &Self) -> bool {
+        self.frame() == other.frame()
+    }
+}
+
+impl Eq for Pushed {}
+
+impl std::fmt::Debug for Pushed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Pushed").field(&self.frame()).finish()
+    }
+}
+
 /// A push sent and not yet acked.
 #[derive(Debug)]
 pub(crate) struct Inflight {

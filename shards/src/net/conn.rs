@@ -306,6 +306,7 @@ pub(crate) fn fill(
         items += 1;
         match item {
             Out::Packet(p) => framing.put_packet(wbuf, &p),
+            Out::Push(p) => framing.put_packet(wbuf, p.frame()),
             Out::Small { buf, len } => framing.put_packet(wbuf, &buf[..len as usize]),
             Out::Raw(r) => wbuf.extend_from_slice(&r),
             Out::Close => return (items, true),
