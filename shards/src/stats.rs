@@ -1,6 +1,8 @@
-//! Per-shard counters. Each shard writes only its own (relaxed atomics, uncontended: no
-//! lock and no shared cache line on the hot path); readers on other threads sum them at
-//! scrape time (the metrics endpoint, tests). No per-user or per-group labels anywhere.
+//! Per-shard counters. Each shard writes only its own, from its own thread, with a relaxed
+//! load and store (no locked instruction, no shared cache line on the hot path); readers on
+//! other threads sum them at scrape time (the metrics endpoint, tests) and see whole values.
+//! Every writing method is `pub(crate)` and called on the shard's thread: a second writer
+//! would lose counts. No per-user or per-group labels anywhere.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
