@@ -22,6 +22,8 @@ pub mod bench_api;
 pub mod config;
 pub mod control;
 pub mod engine;
+#[cfg(feature = "fuzz-api")]
+pub mod fuzz_api;
 mod membership;
 pub mod net;
 pub mod route;

@@ -176,7 +176,7 @@ pub(crate) fn parse<H: Host>(
 }
 
 /// How many packets ahead of the one being fed [`Lookahead`] hints.
-const LOOKAHEAD: usize = 8;
+pub(crate) const LOOKAHEAD: usize = 8;
 
 /// Hints the engine about the packets a few frames ahead of the one being fed
 /// ([`Host::prefetch`]), so that the cache misses of a read's packets overlap instead of
