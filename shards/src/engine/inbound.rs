@@ -13,7 +13,6 @@ use super::{CloseReason, ConnId, Engine};
 use crate::config::Persist;
 
 impl Engine {
-    /// One packet from a client.
     /// A hint that `bytes`, a packet from `conn`, will be handled soon: starts loading what
     /// its duplicate check will read first. Handling a read's packets one by one, each
     /// check waited for its own cache miss; hinted a few packets ahead, the misses overlap.
@@ -32,6 +31,7 @@ impl Engine {
         }
     }
 
+    /// One packet from a client.
     pub(super) fn on_packet(&mut self, conn: ConnId, bytes: &[u8]) {
         let Some(s) = self.sessions.get(&conn) else {
             return;
