@@ -1,5 +1,5 @@
-//! Entry points for the fuzz targets (`fuzz/`), compiled only with the `fuzz-api` feature:
-//! the read path's parse loop ([`crate::net::conn`]'s `parse`, with its transport framing
+//! Entry points for the fuzz targets (`fuzz/`), compiled with the `fuzz-api` feature (and
+//! for this crate's unit tests): the read path's parse loop ([`crate::net::conn`]'s `parse`, with its transport framing
 //! and the lookahead that hints packets before they are fed) over untrusted bytes, with a
 //! host that records what the engine would have been handed instead of running one.
 
@@ -29,8 +29,6 @@ pub struct Parsed {
     pub replies: Vec<Vec<u8>>,
     /// The session was stopped (bad input or a WebSocket close).
     pub stopped: bool,
-    /// Bytes taken from the stream.
-    pub used: usize,
 }
 
 #[derive(Default)]
@@ -111,17 +109,13 @@ pub fn parse_reads(ws: bool, chunks: &[&[u8]], max: usize) -> Parsed {
     };
     let mut framing = Framing::new(kind);
     let mut carry = Vec::new();
-    let mut used = 0;
     for chunk in chunks {
         carry.extend_from_slice(chunk);
         let (n, open) = parse(&host, 1, &mut carry, &mut framing, max);
         carry.drain(..n.min(carry.len()));
-        used += n;
         if !open {
             break;
         }
     }
-    let mut out = host.out.take();
-    out.used = used;
-    out
+    host.out.take()
 }

@@ -22,7 +22,7 @@ pub mod bench_api;
 pub mod config;
 pub mod control;
 pub mod engine;
-#[cfg(feature = "fuzz-api")]
+#[cfg(any(test, feature = "fuzz-api"))]
 pub mod fuzz_api;
 mod membership;
 pub mod net;

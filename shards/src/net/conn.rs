@@ -377,6 +377,7 @@ pub(crate) async fn finish(mut stream: impl AsyncReadRent, fd: RawFd, linger: Du
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fuzz_api::parse_reads;
 
     /// Length-prefixed frames, packet `i` being `i` repeated `i % 5 + 1` times.
     fn frames(n: u8) -> Vec<u8> {
@@ -389,30 +390,17 @@ mod tests {
         buf
     }
 
-    /// Runs the parse loop's use of [`Lookahead`] over `buf`: returns, for each packet fed,
-    /// the packets hinted so far.
-    fn run(buf: &[u8], kind: TransportKind, max: usize) -> (Vec<Vec<u8>>, Vec<usize>) {
-        let mut ahead = Lookahead::new(&Framing::new(kind));
-        let (mut hinted, mut at_feed) = (Vec::new(), Vec::new());
-        let mut pos = 0;
-        while let Ok(Some(len)) = framing::check(&buf[pos..], max) {
-            ahead.hint(buf, pos, max, |p| hinted.push(p.to_vec()));
-            at_feed.push(hinted.len());
-            pos += framing::PREFIX + len;
-        }
-        (hinted, at_feed)
-    }
-
-    /// Every complete frame is hinted once, in order, at most LOOKAHEAD frames before it
-    /// is fed; an incomplete tail is not hinted.
+    /// Every complete frame is hinted once, in order, at most LOOKAHEAD frames before the
+    /// parse loop feeds it; an incomplete tail is not hinted.
     #[test]
     fn hints_each_frame_once_a_bounded_way_ahead() {
         let mut buf = frames(30);
         buf.extend_from_slice(&[0, 0, 0, 9, 1]); // a frame still arriving
-        let (hinted, at_feed) = run(&buf, TransportKind::Tcp, 1024);
+        let p = parse_reads(false, &[&buf], 1024);
         let expect: Vec<Vec<u8>> = (0..30u8).map(|i| vec![i; usize::from(i % 5) + 1]).collect();
-        assert_eq!(hinted, expect);
-        for (fed, &n) in at_feed.iter().enumerate() {
+        assert_eq!(p.hinted, expect);
+        assert_eq!(p.fed, expect);
+        for (fed, &n) in p.hinted_at_feed.iter().enumerate() {
             assert!(n > fed, "frame {fed} hinted before it is fed");
             assert!(n <= fed + LOOKAHEAD, "{n} hinted when feeding frame {fed}");
         }
@@ -424,9 +412,19 @@ mod tests {
         let mut buf = frames(3);
         buf.extend_from_slice(&[0, 0, 1, 0]); // 256 bytes: over the limit below
         buf.extend_from_slice(&frames(3));
-        let (hinted, _) = run(&buf, TransportKind::Tcp, 100);
-        assert_eq!(hinted.len(), 3);
-        let (hinted, _) = run(&frames(3), TransportKind::Ws, 100);
-        assert!(hinted.is_empty());
+        let p = parse_reads(false, &[&buf], 100);
+        assert_eq!(p.hinted.len(), 3);
+        assert!(p.stopped);
+        // Three masked binary WebSocket frames from a client.
+        let mask = [0x11, 0x22, 0x33, 0x44];
+        let mut ws = Vec::new();
+        for payload in [&b"one"[..], b"two", b"three"] {
+            ws.extend_from_slice(&[0x82, 0x80 | payload.len() as u8]);
+            ws.extend_from_slice(&mask);
+            ws.extend(payload.iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
+        }
+        let p = parse_reads(true, &[&ws], 100);
+        assert_eq!(p.fed, [&b"one"[..], b"two", b"three"]);
+        assert!(p.hinted.is_empty());
     }
 }
